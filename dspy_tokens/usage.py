@@ -1,0 +1,95 @@
+"""Turn what DSPy recorded for one LM call into token counts we can trust.
+
+Conventions (OpenAI's, which DSPy normalises every provider to): cached prompt tokens are *inside*
+``prompt_tokens``; reasoning tokens are *inside* ``completion_tokens``. Missing usage is "unreported" (``None``
+counts), never a silent zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+MAX_TOKENS_PER_CALL = 10**12  # beyond any real context window; larger values are corrupt, not usage
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    prompt: int | None = None
+    completion: int | None = None
+    total: int | None = None
+    cached: int | None = None
+    reasoning: int | None = None
+    reported: bool = False
+    problem: str | None = None  # why some reported numbers were not usable
+
+    @classmethod
+    def zero(cls) -> "TokenCounts":
+        return cls(0, 0, 0, 0, 0, reported=True)
+
+
+def _count(value: Any) -> int | None:
+    """A usable token count, or None. Accepts ints, integral floats and digit strings."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            return None
+        value = int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        value = int(value)
+    if not isinstance(value, int) or value < 0 or value > MAX_TOKENS_PER_CALL:
+        return None
+    return value
+
+
+def _detail(usage: Mapping, section: str, key: str) -> Any:
+    details = usage.get(section)
+    if isinstance(details, Mapping):
+        return details.get(key)
+    return getattr(details, key, None)  # LiteLLM may hand over objects instead of dicts
+
+
+def normalize_usage(usage: Any) -> TokenCounts:
+    """Counts from an OpenAI-style usage mapping, tolerant of missing, partial and malformed fields."""
+    if not isinstance(usage, Mapping) or not usage:
+        return TokenCounts(problem=None if not usage else f"usage is a {type(usage).__name__}, not a mapping")
+    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    total = _count(usage.get("total_tokens"))
+    problems = [k for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                if k in usage and usage[k] is not None and _count(usage[k]) is None]
+    if prompt is None and completion is None:
+        if total is None:
+            return TokenCounts(problem=f"unusable usage fields: {', '.join(problems)}" if problems else None)
+        # Only a total: keep it, the split is unknown.
+        return TokenCounts(total=total, reported=True, problem="only total_tokens was reported")
+    # LiteLLM fills a missing usage with zeros; a real call always has prompt tokens.
+    if prompt == 0 and completion == 0 and not total:
+        return TokenCounts(problem="provider reported all-zero usage")
+    if (prompt is not None and completion is not None) and (total is None or total < prompt + completion):
+        total = prompt + completion  # partial usage: recompute instead of trusting 0/None
+    cached = _count(_detail(usage, "prompt_tokens_details", "cached_tokens"))
+    reasoning = _count(_detail(usage, "completion_tokens_details", "reasoning_tokens"))
+    if cached is not None and prompt is not None and cached > prompt:
+        problems.append("cached_tokens > prompt_tokens")
+        cached = prompt
+    if reasoning is not None and completion is not None and reasoning > completion:
+        problems.append("reasoning_tokens > completion_tokens")
+        reasoning = completion
+    return TokenCounts(prompt, completion, total, cached or 0, reasoning or 0, reported=True,
+                       problem="; ".join(problems) or None)
+
+
+def is_cache_hit(entry: Mapping) -> bool:
+    """DSPy puts no hit flag in history entries: a hit has empty usage but a response carrying usage or a flag."""
+    if entry.get("usage"):
+        return False
+    response = entry.get("response")
+    if getattr(response, "cache_hit", False) is True:  # LiteLLM engine
+        return True
+    usage = getattr(response, "usage", None)  # native engine: the cached Response keeps the original usage
+    return getattr(usage, "input_tokens", None) is not None
