@@ -355,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # keep test output quiet
         pass
 
-    def _send_json(self, status: int, payload: Any, headers: dict | None = None) -> None:
+    def _send_json(self, status: int, payload: Any, headers: dict | None = None, log: RequestLog | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -363,6 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
         for key, val in (headers or {}).items():
             self.send_header(key, str(val))
         self.end_headers()
+        if log is not None:  # stamped before the last byte, so a client never sees an unfinished log
+            log.finished = time.monotonic()
         self.wfile.write(data)
 
     def do_GET(self):
@@ -387,11 +389,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(max(0.0, float(fake._pick(reply, "delay"))))
             if not isinstance(body, dict):
                 log.status = 400
-                return self._send_json(400, _error(400, "We could not parse the JSON body of your request."))
+                return self._send_json(400, _error(400, "We could not parse the JSON body of your request."), log=log)
             if reply.status != 200:
                 log.status = reply.status
                 payload = reply.error_body if reply.error_body is not None else _error(reply.status)
-                return self._send_json(reply.status, payload, reply.headers)
+                return self._send_json(reply.status, payload, reply.headers, log)
             contents, model, usage = fake._completion(log, reply)
             log.model, log.content = model, contents
             if body.get("stream"):
@@ -401,11 +403,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(log, contents, model, usage if include else None, include, reply.headers)
             else:
                 log.usage, log.status = usage, 200
-                self._send_json(200, _completion_body(log, contents, model, usage), reply.headers)
+                self._send_json(200, _completion_body(log, contents, model, usage), reply.headers, log)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            log.finished = time.monotonic()
+            if log.finished is None:
+                log.finished = time.monotonic()
 
     def _stream(self, log, contents, model, usage, include_usage, headers):
         self.send_response(200)
@@ -420,25 +423,23 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             base["usage"] = None  # OpenAI sends usage: null on every chunk before the last
 
-        def chunk(choices, **extra):
-            self._write_chunk(f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n")
+        def chunk(choices, **extra) -> bytes:  # one SSE event as one HTTP chunk
+            data = f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n".encode()
+            return b"%x\r\n%s\r\n" % (len(data), data)
 
         for i, content in enumerate(contents):
-            chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
-                    "logprobs": None, "finish_reason": None}])
+            self.wfile.write(chunk([{"index": i, "delta": {"role": "assistant", "content": "", "refusal": None},
+                                     "logprobs": None, "finish_reason": None}]))
             for piece in _split(content):
-                chunk([{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
-        for i in range(len(contents)):
-            chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+                self.wfile.write(chunk([{"index": i, "delta": {"content": piece}, "logprobs": None,
+                                         "finish_reason": None}]))
+        tail = [chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": "stop"}]) for i in range(len(contents))]
         if usage is not None:
-            chunk([], usage=usage)
-        self._write_chunk("data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _write_chunk(self, text: str) -> None:
-        data = text.encode()
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+            tail.append(chunk([], usage=usage))
+        done = b"data: [DONE]\n\n"
+        tail.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        log.finished = time.monotonic()
+        self.wfile.write(b"".join(tail))
 
 
 def _error(status: int, message: str | None = None) -> dict:

@@ -1,0 +1,88 @@
+"""``dspy-tokens demo``: a real DSPy program (Predict, ChainOfThought, ReAct with a tool) against a local
+OpenAI-compatible server, tracked into the database, then a per-session and per-user usage table."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+from peewee import fn  # noqa: E402
+
+from .context import usage_context  # noqa: E402
+from .tables import render_table  # noqa: E402
+from .testing import FakeLLMServer, Reply, dspy_reply  # noqa: E402
+from .tracker import TokenTracker  # noqa: E402
+
+USERS = ((111111111111111111, 900000000000000001, "alice"), (222222222222222222, 900000000000000001, "bob"))
+
+
+def weather(city: str) -> str:
+    """Current weather for a city."""
+    return f"Sunny and 21°C in {city}."
+
+
+class Assistant(dspy.Module):
+    """Classify a question, think about it, and use a tool: three DSPy module kinds in one run."""
+
+    def __init__(self):
+        super().__init__()
+        self.classify = dspy.Predict("question -> topic")
+        self.think = dspy.ChainOfThought("question, topic -> answer")
+        self.agent = dspy.ReAct("question -> answer", tools=[weather], max_iters=3)
+
+    def forward(self, question: str):
+        topic = self.classify(question=question).topic
+        draft = self.think(question=question, topic=topic).answer
+        return self.agent(question=f"{question} (draft: {draft})")
+
+
+def run_demo(database: str | None = None, echo=print) -> TokenTracker:
+    with FakeLLMServer(cached_tokens=16, reasoning_tokens=4, delay=0.01) as server:
+        tracker = TokenTracker(database)
+        lm = server.lm("openai/gpt-4o-mini")
+        program = Assistant()
+        echo(f"Local OpenAI-compatible server: {server.url}; recording into {tracker.database_url}")
+        with dspy.context(lm=lm, callbacks=[tracker]):
+            for user_id, guild_id, name in USERS:
+                # The ReAct step calls the weather tool once, then finishes.
+                server.enqueue(Reply(), Reply(), Reply(content=dspy_reply({
+                    "next_thought": "Check the weather.", "next_tool_name": "weather",
+                    "next_tool_args": '{"city": "Lisbon"}'})))
+                with usage_context(user_id=user_id, guild_id=guild_id, feature="demo"):
+                    answer = program(question=f"{name} asks: what should I wear in Lisbon today?").answer
+                echo(f"  {name}: {answer}")
+        tracker.flush()
+    echo("")
+    echo(usage_tables(tracker))
+    return tracker
+
+
+def usage_tables(tracker: TokenTracker, limit: int = 20) -> str:
+    usage = tracker.store.models.TokenUsage
+    with tracker.store.db.connection_context():
+        sessions = (usage.select(usage.session_id, usage.user_id, fn.COUNT(usage.id), fn.SUM(usage.prompt_tokens),
+                                 fn.SUM(usage.completion_tokens), fn.SUM(usage.total_tokens), fn.SUM(usage.cost_usd),
+                                 fn.MIN(usage.created_at).alias("first"))
+                    .group_by(usage.session_id, usage.user_id).order_by(fn.MIN(usage.created_at).desc())
+                    .limit(limit).tuples())
+        users = (usage.select(usage.user_id, fn.COUNT(fn.DISTINCT(usage.session_id)), fn.COUNT(usage.id),
+                              fn.SUM(usage.total_tokens), fn.SUM(usage.cost_usd))
+                 .group_by(usage.user_id).order_by(fn.SUM(usage.total_tokens).desc()).limit(limit).tuples())
+        session_rows = [(s[:12], _id(u), c, p, o, t, _money(cost)) for s, u, c, p, o, t, cost, _ in sessions]
+        user_rows = [(_id(u), s, c, t, _money(cost)) for u, s, c, t, cost in users]
+    return "\n\n".join([
+        render_table(("session", "user", "calls", "prompt", "completion", "total", "cost"), session_rows,
+                     "Usage per session (latest first)"),
+        render_table(("user", "sessions", "calls", "total tokens", "cost"), user_rows, "Usage per user"),
+    ])
+
+
+def _money(value):
+    from decimal import Decimal
+    return None if value is None else Decimal(str(value)).quantize(Decimal("0.000001"))
+
+
+def _id(value):
+    return None if value is None else str(value)  # ids are names, not quantities: no thousands separators

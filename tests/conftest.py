@@ -1,0 +1,113 @@
+"""Shared fixtures: a database per backend (SQLite always; PostgreSQL/MariaDB when reachable), a local
+OpenAI-compatible server, and trackers that are closed after each test."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy is imported: pricing stays offline
+
+import dspy  # noqa: E402
+import pytest  # noqa: E402
+
+from dspy_tokens import TokenTracker  # noqa: E402
+from dspy_tokens.testing import FakeLLMServer  # noqa: E402
+
+POSTGRES_URL = os.environ.get("DSPY_TOKENS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("DSPY_TOKENS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+OUR_TABLES = ("token_usage", "token_usage_counters", "token_reservations", "token_usage_daily",
+              "dspy_tokens_migrations")
+_reachable: dict[str, str | None] = {}
+
+
+def _server_problem(url: str) -> str | None:
+    """None when the server answers, else why not (cached per session)."""
+    if url not in _reachable:
+        from dspy_tokens.db import open_database
+        try:
+            db = open_database(url)
+            db.connect()
+            db.close()
+            _reachable[url] = None
+        except Exception as exc:  # driver missing or server down
+            _reachable[url] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return _reachable[url]
+
+
+def drop_our_tables(url: str) -> None:
+    from dspy_tokens.db import open_database
+    db = open_database(url)
+    with db.connection_context():
+        for table in OUR_TABLES:
+            db.execute_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture(params=[
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+])
+def database_url(request, tmp_path):
+    """A fresh, empty database of each backend; server backends are skipped with the reason when absent."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'usage.db'}"
+        return
+    url = POSTGRES_URL if request.param == "postgres" else MYSQL_URL
+    problem = _server_problem(url)
+    if problem:
+        pytest.skip(f"{request.param} server not reachable at {url}: {problem}")
+    drop_our_tables(url)
+    yield url
+    drop_our_tables(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'usage.db'}"
+
+
+@pytest.fixture
+def make_tracker(tmp_path):
+    """Build trackers that are closed (and their writers stopped) at the end of the test."""
+    made = []
+
+    def make(database: str, config=None, **kwargs) -> TokenTracker:
+        kwargs.setdefault("spill_dir", tmp_path / f"spill{len(made)}")
+        tracker = TokenTracker(database, config, **kwargs)
+        made.append(tracker)
+        return tracker
+
+    yield make
+    for tracker in made:
+        tracker.close(timeout=5)
+
+
+@pytest.fixture
+def tracker(make_tracker, database_url):
+    return make_tracker(database_url)
+
+
+@pytest.fixture
+def sqlite_tracker(make_tracker, sqlite_url):
+    return make_tracker(sqlite_url)
+
+
+@pytest.fixture
+def server():
+    with FakeLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dspy_cache(tmp_path):
+    """Every test gets its own empty DSPy cache, so cache hits happen only where a test makes them."""
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(tmp_path / "dspy_cache"))
+    yield
+
+
+def stored_rows(tracker: TokenTracker) -> list[dict]:
+    """Every stored row after a flush, ordered by session and call index."""
+    assert tracker.flush(timeout=30), f"writer did not drain: {tracker.writer.last_error}"
+    model = tracker.store.models.TokenUsage
+    with tracker.store.db.connection_context():
+        return list(model.select().order_by(model.created_at, model.session_id, model.call_index).dicts())
