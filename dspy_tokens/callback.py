@@ -128,7 +128,13 @@ class CallRecorder(BaseCallback):
         latency_ms = int((time.perf_counter() - started.started) * 1000)
         if started.root == call_id:  # a top-level LM call is its own session
             self._session_indexes.pop(call_id, None)
-        entry = None if exception is not None else self._find_entry(started)
+        entry = None
+        if exception is None:
+            try:
+                entry = self._find_entry(started)
+            except Exception:  # never lose the call, nor raise into DSPy: record it without usage
+                log.exception("dspy-tokens: could not find the history entry of LM call %s; recorded without usage",
+                              call_id)
         self.emit(ObservedCall(
             call_uuid=call_id, session_id=started.session_id, call_index=started.call_index,
             attribution=started.attribution, module=started.module,

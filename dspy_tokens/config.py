@@ -28,7 +28,8 @@ ENFORCEMENT_MODES = ("enforce", "warn", "off")
 MODEL_KEYS = {"label", "name", "provider", "max_tokens", *PRICE_KEYS, *TOKEN_LIMIT_KEYS, *COST_LIMIT_KEYS}
 TOP_LEVEL_KEYS = {
     "default", "models", "time_window_days", "enforcement", "soft_limit_ratio", "retention_days",
-    "default_estimate_tokens", "reservation_ttl_seconds", "log_calls", *TOKEN_LIMIT_KEYS, *COST_LIMIT_KEYS,
+    "default_estimate_tokens", "reservation_ttl_seconds", "log_calls", "fail_open", *TOKEN_LIMIT_KEYS,
+    *COST_LIMIT_KEYS,
 }
 
 
@@ -85,6 +86,12 @@ class Config:
     default_estimate_tokens: int = 4000
     reservation_ttl_seconds: int = 600
     log_calls: bool = False
+    fail_open: bool = True  # when the database cannot be asked: allow (and log) rather than refuse everyone
+
+    @property
+    def has_limits(self) -> bool:
+        return any(getattr(self, key) is not None for key in (*TOKEN_LIMIT_KEYS, *COST_LIMIT_KEYS)) or any(
+            value is not None for entry in self.models for value in entry.limits.values())
 
     def model_entry(self, *models: str | None) -> ModelEntry | None:
         """The first entry matching any of ``models`` (configured string first, then the provider's name)."""
@@ -156,7 +163,7 @@ class _Fields:
         try:
             if isinstance(value, bool):
                 raise TypeError
-            amount = Decimal(str(value)) if isinstance(value, (int, float, str)) else None
+            amount = Decimal(str(value)) if isinstance(value, (int, float, str, Decimal)) else None
         except (InvalidOperation, TypeError):
             amount = None
         if amount is None or not amount.is_finite() or amount < 0:
@@ -235,6 +242,7 @@ def parse_config(data: Any, source: str = "models.json") -> Config:
         default_estimate_tokens=fields.integer("default_estimate_tokens", 4000, minimum=1),
         reservation_ttl_seconds=fields.integer("reservation_ttl_seconds", 600, minimum=1),
         log_calls=fields.boolean("log_calls", False),
+        fail_open=fields.boolean("fail_open", True),
     )
 
 

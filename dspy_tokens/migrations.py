@@ -26,8 +26,16 @@ def _initial(db, models) -> None:
     db.create_tables([models.TokenUsage, models.UsageCounter], safe=True)
 
 
+def _limits(db, models) -> None:
+    db.create_tables([models.ModelUsageCounter, models.Reservation, models.LimitLock], safe=True)
+    # Per-model counters start from the rows already stored.
+    from .counters import rebuild
+    rebuild(db, models, tables=("model",))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
+    Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
 )
 LATEST = MIGRATIONS[-1].version
 

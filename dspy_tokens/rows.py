@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .callback import ObservedCall
-from .pricing import PriceBook
+from .pricing import SOURCE_UNKNOWN, PriceBook
 from .usage import TokenCounts, is_cache_hit, normalize_usage
 
 log = logging.getLogger("dspy_tokens")
@@ -37,8 +37,13 @@ def build_row(call: ObservedCall, prices: PriceBook) -> dict:
         if problem:
             log.warning("dspy-tokens: call %s: %s", call.call_uuid, problem)
     if counts.reported:
-        cost = prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
-        cost_usd, cost_source = cost.usd, cost.source
+        try:
+            cost = prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
+            cost_usd, cost_source = cost.usd, cost.source
+        except Exception:  # a pricing bug must not lose the call: keep its tokens, the cost is unknown
+            log.exception("dspy-tokens: could not price call %s (model %r); its cost is stored as unknown",
+                          call.call_uuid, call.model)
+            cost_usd, cost_source = None, SOURCE_UNKNOWN
     else:
         cost_usd, cost_source = None, SOURCE_NO_USAGE
     who = call.attribution

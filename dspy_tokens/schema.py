@@ -93,6 +93,52 @@ class UsageCounter(pw.Model):
         primary_key = pw.CompositeKey("scope", "scope_id", "hour")
 
 
+class ModelUsageCounter(pw.Model):
+    """Like :class:`UsageCounter`, per model too: serves per-model limit overrides from ``models.json``."""
+
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()
+    model = pw.CharField(max_length=200)
+    hour = pw.BigIntegerField()
+    calls = pw.BigIntegerField(default=0)
+    tokens = pw.BigIntegerField(default=0)
+    cost_pusd = pw.BigIntegerField(default=0)
+    unpriced_calls = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "token_usage_model_counters"
+        primary_key = pw.CompositeKey("scope", "scope_id", "model", "hour")
+
+
+class Reservation(pw.Model):
+    """Tokens (and dollars) held by a guarded run until its real usage is committed, or until it expires."""
+
+    id = pw.CharField(max_length=32, primary_key=True)
+    user_id = pw.BigIntegerField(null=True)
+    guild_id = pw.BigIntegerField(null=True)
+    model = pw.CharField(max_length=200, null=True)
+    tokens = pw.BigIntegerField()
+    cost_pusd = pw.BigIntegerField()
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "token_reservations"
+        indexes = ((("user_id", "expires_at"), False), (("guild_id", "expires_at"), False),
+                   (("expires_at",), False))
+
+
+class LimitLock(pw.Model):
+    """One row per limited scope; ``SELECT ... FOR UPDATE`` on it serialises reservations across processes."""
+
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "token_limit_locks"
+        primary_key = pw.CompositeKey("scope", "scope_id")
+
+
 class SchemaMigration(pw.Model):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=100)
@@ -102,7 +148,7 @@ class SchemaMigration(pw.Model):
         table_name = "dspy_tokens_migrations"
 
 
-BASE_MODELS = (TokenUsage, UsageCounter, SchemaMigration)
+BASE_MODELS = (TokenUsage, UsageCounter, ModelUsageCounter, Reservation, LimitLock, SchemaMigration)
 
 
 def bind_models(db: pw.Database) -> SimpleNamespace:

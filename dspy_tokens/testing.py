@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["FakeLLMServer", "Reply", "RequestLog", "dspy_reply", "count_tokens"]
+__all__ = ["FakeLLMServer", "Reply", "RequestLog", "dspy_reply", "count_tokens", "usage_row"]
 
 _USAGE_MODES = ("full", "none", "partial")
 
@@ -467,3 +467,26 @@ def _completion_body(log: RequestLog, contents: list[str], model: str, usage: di
     if usage is not None:
         body["usage"] = usage
     return body
+
+
+def usage_row(**values: Any) -> dict:
+    """A complete ``token_usage`` row dict for seeding a store with ``Store.insert_rows([...])`` in tests.
+
+    Defaults describe a priced gpt-4o-mini call made now; pass any column to override it.
+    """
+    import uuid
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    row = dict(call_uuid=uuid.uuid4().hex, session_id="seed", call_index=0, user_id=None, guild_id=None,
+               channel_id=None, feature=None, module=None, model="openai/gpt-4o-mini", response_model=None,
+               prompt_tokens=100, completion_tokens=20, total_tokens=None, cached_tokens=0, reasoning_tokens=0,
+               cost_usd=Decimal("0.000027"), cost_source="price_map", cache_hit=False, usage_reported=True,
+               error=None, latency_ms=10, created_at=datetime.now(timezone.utc))
+    unknown = set(values) - set(row)
+    if unknown:
+        raise TypeError(f"usage_row: unknown columns {sorted(unknown)}")
+    row.update(values)
+    if row["total_tokens"] is None and row["prompt_tokens"] is not None and row["completion_tokens"] is not None:
+        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+    return row

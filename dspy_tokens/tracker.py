@@ -9,8 +9,10 @@ import weakref
 from pathlib import Path
 
 from .callback import CallRecorder, ObservedCall
-from .config import Config, load_config
+from .config import Bypasses, Config, load_bypasses, load_config
 from .db import redact
+from .guard import Guard
+from .limits import LimitDecision, Limiter
 from .pricing import PriceBook
 from .rows import build_row, log_row
 from .store import Store
@@ -32,6 +34,10 @@ def default_spill_dir(store: Store) -> Path:
     return Path.home() / ".cache" / "dspy_tokens" / "spill" / digest
 
 
+def _load(source, kind, loader):
+    return source if isinstance(source, kind) else loader(source)
+
+
 class TokenTracker(CallRecorder):
     """Records every DSPy LM call: ``dspy.configure(callbacks=[TokenTracker()])``.
 
@@ -41,12 +47,16 @@ class TokenTracker(CallRecorder):
     """
 
     def __init__(self, database: str | None = None, config: str | os.PathLike | Config | None = None, *,
-                 spill_dir: str | os.PathLike | None = None, max_buffer: int = 10_000, batch_size: int = 1_000):
+                 bypasses: str | os.PathLike | Bypasses | None = None, spill_dir: str | os.PathLike | None = None,
+                 max_buffer: int = 10_000, batch_size: int = 1_000):
         super().__init__()
-        self._config_path = None if isinstance(config, Config) else config
-        self.config = config if isinstance(config, Config) else load_config(config)
+        # Objects are kept as given; paths (or the ./models.json, ./token_bypasses.json defaults) are re-read.
+        self._config_source, self._bypasses_source = config, bypasses
+        self.config = _load(config, Config, load_config)
+        self.bypasses = _load(bypasses, Bypasses, load_bypasses)
         self.prices = PriceBook(self.config)
         self.store = Store(database)
+        self.limiter = Limiter(self.store, self.config, self.bypasses, self.prices)
         self.writer = UsageWriter(self.store, self._to_row, Path(spill_dir) if spill_dir else default_spill_dir(self.store),
                                   max_buffer=max_buffer, batch_size=batch_size)
         self._closed = False
@@ -72,10 +82,31 @@ class TokenTracker(CallRecorder):
         return row
 
     def reload_config(self) -> Config:
-        """Re-read models.json (it is never re-read implicitly). A bad file raises and keeps the old config."""
-        config = load_config(self._config_path)
-        self.config, self.prices = config, PriceBook(config)
+        """Re-read models.json and token_bypasses.json (never re-read implicitly). A bad file raises
+        :class:`ConfigurationError` and the previous configuration stays in force."""
+        config = _load(self._config_source, Config, load_config)
+        bypasses = _load(self._bypasses_source, Bypasses, load_bypasses)
+        prices = PriceBook(config)
+        self.config, self.bypasses, self.prices = config, bypasses, prices
+        self.limiter = Limiter(self.store, config, bypasses, prices)
         return config
+
+    # -- limits ------------------------------------------------------------------------------------
+    def check(self, user_id: int | None = None, guild_id: int | None = None, *, model: str | None = None,
+              estimate: int | None = None, role_ids=()) -> LimitDecision:
+        """May this user/guild run a request of ``estimate`` tokens now? Reads only; reserves nothing.
+
+        Blocking database read: from async code use ``await asyncio.to_thread(tracker.check, ...)``.
+        """
+        return self.limiter.check(user_id, guild_id, model=model, estimate=estimate, role_ids=role_ids)
+
+    def guard(self, user_id: int | None = None, guild_id: int | None = None, channel_id: int | None = None,
+              feature: str | None = None, estimate: int | None = None, *, session_id=None, model: str | None = None,
+              role_ids=()) -> Guard:
+        """``with``/``async with``: raise :class:`TokenLimitExceeded` before the block when over a limit; else
+        reserve ``estimate`` tokens, attribute the block's calls, and settle to the real usage at its end."""
+        return Guard(self, user_id=user_id, guild_id=guild_id, channel_id=channel_id, feature=feature,
+                     session_id=session_id, estimate=estimate, model=model, role_ids=role_ids)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every call observed so far is committed. False if ``timeout`` passed first."""

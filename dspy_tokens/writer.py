@@ -29,6 +29,13 @@ SPILL_SUFFIX = ".jsonl"
 SPILL_RESCAN_SECONDS = 30.0
 
 
+class _Release:
+    __slots__ = ("reservation_id",)
+
+    def __init__(self, reservation_id: str):
+        self.reservation_id = reservation_id
+
+
 class _Flush:
     __slots__ = ("event",)
 
@@ -137,6 +144,7 @@ class UsageWriter:
         self.last_error: str | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[dict] = []
+        self._releases: list[str] = []  # reservations to delete once the rows queued before them are committed
         self._waiters: list[_Flush] = []
         self._spilled_here = False
         self._next_spill_scan = 0.0  # scan at start: a previous run may have left segments
@@ -147,6 +155,10 @@ class UsageWriter:
     # -- caller side -------------------------------------------------------------------------------
     def submit(self, call) -> None:
         self._queue.put(call)
+
+    def release(self, reservation_id: str) -> None:
+        """Delete a reservation in the same transaction as the rows submitted before this call."""
+        self._queue.put(_Release(reservation_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted before this call is committed. False on timeout (DB unreachable)."""
@@ -174,7 +186,7 @@ class UsageWriter:
     def _run(self) -> None:
         delay = 0.0
         while True:
-            block = not (self._pending or self._waiters or self._spilled_here)
+            block = not (self._pending or self._releases or self._waiters or self._spilled_here)
             stop = self._take(block=block, timeout=delay or None)
             ok = self._write()
             if ok:
@@ -188,6 +200,7 @@ class UsageWriter:
             if stop:
                 if self._pending:
                     self._spill_pending()
+                self._releases = []  # unsettled reservations expire by their TTL
                 self._release_waiters(all_committed=False)
                 self.store.close()
                 return
@@ -204,6 +217,8 @@ class UsageWriter:
                 return True
             if isinstance(item, _Flush):
                 self._waiters.append(item)
+            elif isinstance(item, _Release):
+                self._releases.append(item.reservation_id)
             else:
                 self._add(item)
                 taken += 1
@@ -224,10 +239,13 @@ class UsageWriter:
         """Commit pending rows (and spilled ones). False when the database is unavailable."""
         try:
             self._replay_spill()
-            while self._pending:
+            while self._pending or self._releases:
                 batch = self._pending[:self.batch_size]
-                self._insert(batch)
+                last = len(batch) == len(self._pending)
+                self._insert(batch, self._releases if last else ())
                 del self._pending[:len(batch)]
+                if last:
+                    self._releases = []
             self.last_error = None
             return True
         except Exception as exc:
@@ -241,8 +259,8 @@ class UsageWriter:
                         self.last_error, len(self._pending))
             return False
 
-    def _insert(self, batch: list[dict]) -> None:
-        added = self.store.insert_rows(batch)
+    def _insert(self, batch: list[dict], release=()) -> None:
+        added = self.store.insert_rows(batch, list(release))
         self.committed += added
         if self.on_committed is not None:
             try:
@@ -265,6 +283,12 @@ class UsageWriter:
         if rejected:
             self.spill.write(rejected, kind="rejected")
         self._pending = kept
+        if not kept and self._releases:
+            try:
+                self._insert([], self._releases)
+                self._releases = []
+            except Exception:
+                pass  # they expire by their TTL
 
     def _spill_pending(self) -> None:
         try:
