@@ -67,8 +67,8 @@ def upsert_sql(db, dialect: str, table: str, key: tuple[str, ...]) -> str:
 def rebuild(db, models, tables=("scope", "model")) -> dict[str, int]:
     """Recompute counters from the raw rows, inside one write transaction (writers wait meanwhile).
 
-    Hours older than the oldest stored row are left alone: retention may have deleted their rows, and the
-    counters are then the only record of that usage.
+    Hours before the oldest stored row are left alone: retention deleted their rows (it deletes whole hours),
+    and the counters are then the only record of that usage.
     """
     from .db import dialect, write_transaction
 
@@ -81,7 +81,7 @@ def rebuild(db, models, tables=("scope", "model")) -> dict[str, int]:
         if kind == "postgresql":
             db.execute_sql("LOCK TABLE token_usage IN SHARE ROW EXCLUSIVE MODE")
         oldest = usage.select(usage.created_at).order_by(usage.created_at).limit(1).scalar()
-        first_hour = hour_of(oldest) + 1 if oldest is not None else None
+        first_hour = hour_of(oldest) if oldest is not None else None
         scoped: dict = defaultdict(lambda: [0, 0, 0, 0])
         by_model: dict = defaultdict(lambda: [0, 0, 0, 0])
         last_id, rows = 0, 0
@@ -92,7 +92,7 @@ def rebuild(db, models, tables=("scope", "model")) -> dict[str, int]:
                 break
             last_id = page[-1]["id"]
             rows += len(page)
-            page_scoped, page_model = counter_deltas(r for r in page if hour_of(r["created_at"]) >= first_hour)
+            page_scoped, page_model = counter_deltas(page)
             for target, source in ((scoped, page_scoped), (by_model, page_model)):
                 for key, values in source.items():
                     acc = target[key]

@@ -89,7 +89,12 @@ def is_cache_hit(entry: Mapping) -> bool:
     if entry.get("usage"):
         return False
     response = entry.get("response")
-    if getattr(response, "cache_hit", False) is True:  # LiteLLM engine
-        return True
-    usage = getattr(response, "usage", None)  # native engine: the cached Response keeps the original usage
-    return getattr(usage, "input_tokens", None) is not None
+    # n>1 on the native engine: a tuple of Responses, one per candidate, each keeping its original usage.
+    responses = response if isinstance(response, (tuple, list)) else (response,)
+    for response in responses:
+        if getattr(response, "cache_hit", False) is True:  # LiteLLM engine
+            return True
+        usage = getattr(response, "usage", None)  # native engine: the cached Response keeps the original usage
+        if getattr(usage, "input_tokens", None) is not None:
+            return True
+    return False

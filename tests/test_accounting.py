@@ -106,6 +106,32 @@ def test_dspy_cache_hit_is_recorded_with_zero_tokens_and_zero_cost(sqlite_tracke
     assert hit["usage_reported"] is True
 
 
+def test_cache_hit_with_n_3_is_a_hit_not_missing_usage(sqlite_tracker, server):
+    """n=3 with cache=True asked twice: the native entry's response is a tuple; the second call is still a cache hit
+    (0 tokens, cost 0), not a call without usage."""
+    lm = server.lm(cache=True, n=3, temperature=1.0)
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=lm, callbacks=[sqlite_tracker]):
+        predict(question="three cached candidates")
+        predict(question="three cached candidates")
+    assert len(answered(server)) == 3 and isinstance(lm.history[-1]["response"], tuple)
+    miss, hit = sorted(stored_rows(sqlite_tracker), key=lambda r: r["cache_hit"])
+    assert miss["total_tokens"] == sum(sent(r)["total_tokens"] for r in answered(server))
+    assert hit["cache_hit"] is True and hit["usage_reported"] is True
+    assert hit["total_tokens"] == 0 and hit["cost_usd"] == 0
+
+
+async def test_async_cache_hit(sqlite_tracker, server):
+    """The same acall twice with cache=True: one request, the second row a cache hit."""
+    lm = server.lm(cache=True)
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=lm, callbacks=[sqlite_tracker]):
+        await predict.acall(question="async twice")
+        await predict.acall(question="async twice")
+    assert len(server.requests) == 1
+    assert sorted(r["cache_hit"] for r in stored_rows(sqlite_tracker)) == [False, True]
+
+
 async def test_sync_then_async_with_same_input_is_two_requests_and_no_hit(sqlite_tracker, server):
     """DSPy keys sync and async calls differently: a sync call then acall with the same input are two billed calls."""
     lm = server.lm(cache=True)

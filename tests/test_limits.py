@@ -324,6 +324,4 @@ def test_rebuild_counters_restores_them_from_rows(make_tracker, database_url):
     assert snapshot() != before
     with tracker.store.db.connection_context():
         rebuild(tracker.store.db, tracker.store.models)
-    # The oldest row's hour is kept as it was (retention may have removed part of it); all others are rebuilt.
-    oldest_hour = min(h for _, _, h, *_ in before)
-    assert [c for c in snapshot() if c[2] != oldest_hour] == [c for c in before if c[2] != oldest_hour]
+    assert snapshot() == before

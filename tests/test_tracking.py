@@ -16,7 +16,7 @@ from dspy_tokens import propagate, usage_context
 from dspy_tokens.testing import Reply, dspy_reply
 from helpers import (
     Tagged, answered, assert_rows_match_requests, by_session, marker, question, request_for, sent, stored_rows,
-    tokens,
+    tokens, wait_until,
 )
 
 USER, GUILD, CHANNEL = 111111111111111111, 222222222222222222, 333333333333333333
@@ -357,3 +357,26 @@ def test_predictor_with_its_own_lm_is_recorded_under_that_model(sqlite_tracker, 
     assert [r["model"] for r in rows] == ["openai/gpt-4o-mini", "openai/gpt-4.1-mini", "openai/gpt-4o-mini"]
     assert [r["response_model"] for r in rows] == [r.model for r in answered(server)]
     assert_in_request_order(rows, server)
+
+
+# -- 10. straggler resubmission ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_parallel_straggler_duplicates_are_all_recorded(sqlite_tracker, server):
+    """dspy.Parallel resubmits stragglers without cancelling them: every answered (billed) request has a row."""
+    server.defaults["delay"] = 1.2  # longer than the timeout: both items become stragglers and are resubmitted
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]):
+        results = dspy.Parallel(num_threads=4, timeout=1, straggler_limit=3, disable_progress_bar=True)(
+            [(predict, dspy.Example(question=question(i)).with_inputs("question")) for i in range(2)])
+    assert all(r is not None for r in results)
+
+    def settled():  # the duplicates are still in flight when Parallel returns
+        requests = server.requests
+        return all(r.finished for r in requests) and len(stored_rows(sqlite_tracker)) == len(requests)
+
+    assert wait_until(settled, timeout=10)
+    rows = stored_rows(sqlite_tracker)
+    assert len(server.requests) > 2  # the scenario really duplicated requests
+    assert len(rows) == server.answered == len(server.requests)
+    assert_rows_match_requests(rows, server)
