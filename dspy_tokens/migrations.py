@@ -33,9 +33,16 @@ def _limits(db, models) -> None:
     rebuild(db, models, tables=("model",))
 
 
+def _rollups(db, models) -> None:
+    # Report rollups (daily cube, per-scope day/month totals), filled from the rows already stored.
+    from .rollups import create_tables
+    create_tables(db, dialect(db))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
+    Migration(3, "reports: daily usage cube and per-scope day/month rollups", _rollups),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -101,6 +101,7 @@ class Store:
                 # A fixed key order keeps concurrent writers from deadlocking on counter rows.
                 self._executemany(cursor, self._counter_sql, [(*k, *scoped[k]) for k in sorted(scoped)])
                 self._executemany(cursor, self._model_counter_sql, [(*k, *by_model[k]) for k in sorted(by_model)])
+                self._write_rollups(cursor, fresh)
             if release:
                 reservation = self.models.Reservation
                 reservation.delete().where(reservation.id.in_(list(release))).execute()
@@ -115,3 +116,11 @@ class Store:
 
     def close(self) -> None:
         self.reset_connection()
+
+    def _write_rollups(self, cursor, rows: list[dict]) -> None:
+        """Report rollups (rollups.py) for the fresh rows, in the insert's transaction."""
+        writer = self.__dict__.get("_rollup_writer")
+        if writer is None:
+            from .rollups import RollupWriter
+            writer = self._rollup_writer = RollupWriter(self.db, self.dialect)
+        writer.write(self._executemany, cursor, rows)

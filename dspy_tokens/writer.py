@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
+import peewee as pw
+
 from .store import Store
 
 log = logging.getLogger("dspy_tokens")
@@ -251,13 +253,22 @@ class UsageWriter:
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.store.reset_connection()
-            if self.store.ping():
-                # The database answers, so the batch itself is at fault: isolate the bad rows.
+            if not self._unavailable(exc):
+                # The database answers and refused the data itself: isolate the bad rows.
                 self._write_one_by_one()
                 return not self._pending
             log.warning("dspy-tokens: database unavailable (%s); %d rows waiting, will retry",
                         self.last_error, len(self._pending))
             return False
+
+    def _unavailable(self, exc: Exception) -> bool:
+        """True when a write failed because of the database's state, not the rows': keep them and retry.
+
+        An OperationalError is the database's state even when it still answers a ping: SQLite's "database is
+        locked", deadlocks, serialization failures, a full disk. Only the rows' own faults (integrity or data
+        errors) may reject them.
+        """
+        return isinstance(exc, pw.OperationalError) or not self.store.ping()
 
     def _insert(self, batch: list[dict], release=()) -> None:
         added = self.store.insert_rows(batch, list(release))
@@ -270,13 +281,13 @@ class UsageWriter:
 
     def _write_one_by_one(self) -> None:
         rejected, kept = [], []
-        for row in self._pending:
+        for i, row in enumerate(self._pending):
             try:
                 self._insert([row])
             except Exception as exc:
-                if not self.store.ping():
-                    kept.append(row)
-                    continue
+                if self._unavailable(exc):  # the database went away meanwhile: keep the rest for the retry
+                    kept = self._pending[i:]
+                    break
                 log.error("dspy-tokens: row %s rejected by the database (%s); kept in %s",
                           row.get("call_uuid"), exc, self.spill.path)
                 rejected.append(row)

@@ -34,6 +34,43 @@ def _server_problem(url: str) -> str | None:
     return _reachable[url]
 
 
+def _scratch_database(url: str) -> str:
+    """A private database on the same server, so concurrent test runs never share tables (dropped at exit)."""
+    import atexit
+    import uuid as uuidlib
+
+    from playhouse.db_url import parse
+
+    from dspy_tokens.db import open_database
+
+    name = f"dspy_tokens_test_{os.getpid()}_{uuidlib.uuid4().hex[:6]}"
+    admin = open_database(url)
+    if isinstance(admin, __import__("peewee").PostgresqlDatabase):
+        import psycopg2
+        params = parse(url)
+        dsn = dict(dbname=params.get("database"), user=params.get("user"), host=params.get("host"),
+                   port=params.get("port"), password=params.get("password"))
+
+        def run(sql):
+            conn = psycopg2.connect(**{k: v for k, v in dsn.items() if v is not None})
+            conn.autocommit = True
+            try:
+                conn.cursor().execute(sql)
+            finally:
+                conn.close()
+    else:
+        def run(sql):
+            with admin.connection_context():
+                admin.execute_sql(sql)
+    run(f"CREATE DATABASE {name}")
+    atexit.register(run, f"DROP DATABASE IF EXISTS {name}")
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+_scratch: dict[str, str] = {}
+
+
 def drop_our_tables(url: str) -> None:
     from dspy_tokens.db import open_database
     db = open_database(url)
@@ -52,10 +89,13 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'usage.db'}"
         return
-    url = POSTGRES_URL if request.param == "postgres" else MYSQL_URL
-    problem = _server_problem(url)
+    server_url = POSTGRES_URL if request.param == "postgres" else MYSQL_URL
+    problem = _server_problem(server_url)
     if problem:
-        pytest.skip(f"{request.param} server not reachable at {url}: {problem}")
+        pytest.skip(f"{request.param} server not reachable at {server_url}: {problem}")
+    if server_url not in _scratch:
+        _scratch[server_url] = _scratch_database(server_url)
+    url = _scratch[server_url]
     drop_our_tables(url)
     yield url
     drop_our_tables(url)
