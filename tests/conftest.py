@@ -75,7 +75,9 @@ def drop_our_tables(url: str) -> None:
     from dspy_tokens.db import open_database
     db = open_database(url)
     with db.connection_context():
-        for table in OUR_TABLES:
+        # The scratch database is private: drop every table, including ones added after OUR_TABLES was written
+        # (counters per model, rollups, locks), so no test sees another's rows.
+        for table in set(OUR_TABLES) | set(db.get_tables()):
             db.execute_sql(f"DROP TABLE IF EXISTS {table}")
 
 

@@ -215,15 +215,22 @@ def _totals_line(t: Totals) -> str:
 
 
 def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_totals: Totals | None,
-                decision, window_days: int, guild_name: str | None = None,
-                recent: Sequence[CallRow] | None = None, avatar_url: str | None = None) -> discord.Embed:
-    """The /token-usage answer: the user's and the server's usage in the window against every limit."""
+                decision, window_days: int, guild_name: str | None = None, guild_decision=None,
+                bypassed: bool = False, recent: Sequence[CallRow] | None = None,
+                avatar_url: str | None = None) -> discord.Embed:
+    """The /token-usage answer: the user's and the server's usage in the window against every limit.
+
+    ``decision`` is the tracker's answer for a zero-token request by this user in this server (its ``others``
+    carry the remaining rules). When the user is bypassed (``bypassed`` or ``decision.bypassed``) it has no
+    rules, and ``guild_decision`` — the answer for the server alone — supplies the server's and the bot's.
+    """
     title = "🪙 Your token usage" if is_self else f"🪙 Token usage — {subject}"
     embed = discord.Embed(title=title, description=f"Last {window_days} days (UTC).", color=COLOR_INFO)
     if avatar_url:
         embed.set_thumbnail(url=avatar_url)
-    rules = _decisions(decision) if decision is not None else []
-    bypassed = bool(decision is not None and decision.bypassed)
+    bypassed = bypassed or bool(decision is not None and decision.bypassed)
+    source = guild_decision if bypassed and guild_decision is not None else decision
+    rules = _decisions(source) if source is not None and not source.bypassed else []
     if any(d.exceeded and d.enforcement == "enforce" for d in rules):
         embed.color = COLOR_STOP
     elif any(d.warning for d in rules):
@@ -231,7 +238,7 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
 
     def section(totals: Totals, scope: str) -> str:
         lines = [_totals_line(totals)]
-        if bypassed:
+        if scope == "user" and bypassed or source is not None and source.bypassed:
             lines.append("Limit: **unlimited** (bypass)")
         else:
             scoped = [d for d in rules if d.scope == scope]
@@ -243,7 +250,7 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
         name = F_SERVER if not guild_name else f"🏠 {guild_name}"
         embed.add_field(name=name, value=section(guild_totals, "guild"), inline=False)
     global_rules = [d for d in rules if d.scope == "global"]
-    if global_rules and not bypassed:
+    if global_rules:
         embed.add_field(name=F_BOT, value=fit_lines(limit_lines(global_rules, window_days)), inline=False)
     t = user_totals
     embed.add_field(name=F_BREAKDOWN, value=(

@@ -1,0 +1,271 @@
+"""``TokenUsageCog``: ``/token-usage``, ``/token-stats`` and the scheduled usage report.
+
+Every database read and the chart rendering run in worker threads (``asyncio.to_thread``); commands defer
+before them, so the 3-second interaction deadline never matters. Errors: known ones (missing permission,
+cooldown) get a short ephemeral message; anything else a generic ephemeral message, and the traceback goes to
+the ``dspy_tokens_discord`` logger — nothing internal is shown in chat.
+"""
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from . import data
+from .checks import has_super_role, is_admin, is_owner, require_admin, role_ids_of
+from .config import DiscordSettings
+from .embeds import (CHART_FILENAME, GENERIC_ERROR, period_bounds, report_embed, stats_embed, usage_embed)
+
+log = logging.getLogger("dspy_tokens_discord")
+
+RECENT_CALLS = 10
+TOP_USERS = 10
+TOP_SERVERS = 10
+TOP_BREAKDOWN = 10
+
+
+async def _stats_admin(interaction: discord.Interaction) -> bool:
+    """Runtime check of /token-stats (``default_permissions`` is only a hint server admins can change)."""
+    cog = interaction.command.binding if interaction.command is not None else None
+    settings = cog.settings if isinstance(cog, TokenUsageCog) else DiscordSettings.resolve()
+    return await require_admin(interaction, settings)
+
+
+@dataclass(frozen=True)
+class UsageView:
+    user_totals: data.Totals
+    guild_totals: Optional[data.Totals]
+    decision: object
+    guild_decision: object
+    recent: Optional[list]
+
+
+@dataclass(frozen=True)
+class StatsView:
+    totals: data.Totals
+    top_users: list
+    top_servers: Optional[list]
+    by_model: list
+    by_feature: list
+    days: list
+
+
+class TokenUsageCog(commands.Cog, name="TokenUsage"):
+    """Token usage for everyone (``/token-usage``), statistics for admins (``/token-stats``), and a report
+    posted every ``report_interval_seconds`` to ``report_channel_id``.
+
+    Arguments fall back to the environment (``SUPER_ROLE_IDS``, ``STATS_REPORT_CHANNEL_ID``,
+    ``STATS_REPORT_INTERVAL_SECONDS``, ``STATS_REPORT_TOP_USERS``, ``STATS_ADMIN_PERMISSION``); see
+    :mod:`dspy_tokens_discord.config`.
+    """
+
+    def __init__(self, bot: commands.Bot, tracker, *, super_role_ids=None, report_channel_id=None,
+                 report_interval_seconds=None, report_top_users=None, admin_permission=None):
+        self.bot = bot
+        self.tracker = tracker
+        self.settings = DiscordSettings.resolve(
+            super_role_ids=super_role_ids, report_channel_id=report_channel_id,
+            report_interval_seconds=report_interval_seconds, report_top_users=report_top_users,
+            admin_permission=admin_permission)
+        # The UI hint (synced as default_member_permissions) follows the configured permission.
+        self.token_stats.default_permissions = discord.Permissions(**{self.settings.admin_permission: True})
+        self.report_loop.change_interval(seconds=self.settings.report_interval_seconds)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def cog_load(self) -> None:
+        if self.settings.report_channel_id is not None:
+            self.report_loop.start()
+            log.info("token report every %ss to channel %s", self.settings.report_interval_seconds,
+                     self.settings.report_channel_id)
+
+    async def cog_unload(self) -> None:
+        self.report_loop.cancel()
+
+    @property
+    def window_days(self) -> int:
+        return self.tracker.config.time_window_days
+
+    # -- /token-usage ----------------------------------------------------------------------------------
+    @app_commands.command(name="token-usage", description="Show your token usage and limits")
+    @app_commands.describe(user="Admins only: the member whose usage to show")
+    async def token_usage(self, interaction: discord.Interaction, user: Optional[discord.User] = None):
+        subject = user or interaction.user
+        is_self = subject.id == interaction.user.id
+        if user is not None and not await is_admin(interaction, self.settings):
+            await interaction.response.send_message("🚫 Only server admins can see another member's usage.",
+                                                    ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild_id = interaction.guild_id
+        bypassed = has_super_role(subject, self.settings.super_role_ids)
+        view = await asyncio.to_thread(self._usage_view, subject.id, guild_id, role_ids_of(subject),
+                                       with_recent=user is not None, bypassed=bypassed)
+        guild_name = interaction.guild.name if interaction.guild is not None and not is_self else None
+        embed = usage_embed(
+            subject=getattr(subject, "display_name", str(subject)), is_self=is_self, user_totals=view.user_totals,
+            guild_totals=view.guild_totals, decision=view.decision, guild_decision=view.guild_decision,
+            bypassed=bypassed, window_days=self.window_days, guild_name=guild_name, recent=view.recent,
+            avatar_url=subject.display_avatar.url if user is not None else None)
+        await interaction.followup.send(embed=embed, ephemeral=True)
+
+    def _window_start(self) -> datetime:
+        # The limits count whole hours: start where they start, so the totals and "used" agree.
+        now = data.utcnow().replace(minute=0, second=0, microsecond=0)
+        return now - timedelta(days=self.window_days)
+
+    def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids, *, with_recent: bool,
+                    bypassed: bool) -> UsageView:
+        tracker = self.tracker
+        data.flush(tracker)  # so the request just made is counted
+        since = self._window_start()
+        user_totals = data.summary(tracker, since=since, user_id=user_id)
+        guild_totals = data.summary(tracker, since=since, guild_id=guild_id) if guild_id is not None else None
+        decision = data.limit_status(tracker, user_id, guild_id, role_ids)
+        guild_decision = None
+        if bypassed or decision.bypassed:
+            guild_decision = data.limit_status(tracker, None, guild_id)
+        recent = data.recent_calls(tracker, user_id=user_id, limit=RECENT_CALLS) if with_recent else None
+        return UsageView(user_totals, guild_totals, decision, guild_decision, recent)
+
+    # -- /token-stats ----------------------------------------------------------------------------------
+    @app_commands.command(name="token-stats", description="Token usage statistics for admins")
+    @app_commands.describe(period="Time span to report", scope="This server, or every server (bot owner only)")
+    @app_commands.choices(
+        period=[app_commands.Choice(name="Today (UTC)", value="today"),
+                app_commands.Choice(name="Last 7 days", value="7d"),
+                app_commands.Choice(name="Last 30 days", value="30d")],
+        scope=[app_commands.Choice(name="This server", value="server"),
+               app_commands.Choice(name="All servers (bot owner only)", value="all")])
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.check(_stats_admin)
+    async def token_stats(self, interaction: discord.Interaction, period: str = "7d", scope: str = "server"):
+        everywhere = scope == "all" or interaction.guild_id is None
+        if everywhere and not await is_owner(interaction.client, interaction.user):
+            await interaction.response.send_message("🚫 Only the bot owner can see every server's usage.",
+                                                    ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        now = data.utcnow()
+        since, period_label = period_bounds(period, now)
+        guild_id = None if everywhere else interaction.guild_id
+        view = await asyncio.to_thread(self._stats_view, since, now, guild_id, everywhere)
+        chart = await asyncio.to_thread(_render_chart, view.days)
+        file = None
+        if chart is not None and len(chart.getbuffer()) <= interaction.filesize_limit:
+            file = discord.File(chart, filename=CHART_FILENAME)
+        scope_label = "all servers" if everywhere else (interaction.guild.name if interaction.guild else "this server")
+        embed = stats_embed(scope_label=scope_label, period_label=period_label, totals=view.totals,
+                            top_users=view.top_users, top_servers=view.top_servers, by_model=view.by_model,
+                            by_feature=view.by_feature, server_label=self._server_label, chart=file is not None)
+        kwargs = {"file": file} if file is not None else {}
+        await interaction.followup.send(embed=embed, ephemeral=True, **kwargs)
+
+    def _server_label(self, guild_id) -> str:
+        guild = self.bot.get_guild(guild_id) if guild_id is not None else None
+        return discord.utils.escape_markdown(guild.name) if guild is not None else f"server `{guild_id}`"
+
+    def _stats_view(self, since: datetime, until: datetime, guild_id: Optional[int], everywhere: bool) -> StatsView:
+        t = self.tracker
+        data.flush(t)
+        scope = dict(since=since, until=until, guild_id=guild_id)
+        return StatsView(
+            totals=data.summary(t, **scope),
+            top_users=data.top(t, "user", limit=TOP_USERS, **scope),
+            top_servers=data.top(t, "guild", since=since, until=until, limit=TOP_SERVERS) if everywhere else None,
+            by_model=data.breakdown(t, "model", limit=TOP_BREAKDOWN, **scope),
+            by_feature=data.breakdown(t, "feature", limit=TOP_BREAKDOWN, **scope),
+            days=data.per_day(t, **scope),
+        )
+
+    # -- scheduled report ------------------------------------------------------------------------------
+    @tasks.loop(seconds=86_400)
+    async def report_loop(self):
+        try:
+            await self.send_report()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failed report must not stop the loop
+            log.exception("the scheduled token usage report failed")
+
+    @report_loop.before_loop
+    async def _before_report(self):
+        await self.bot.wait_until_ready()
+        # Fire on interval boundaries (86400 s: 00:00 UTC), not "N seconds after each restart".
+        interval = self.settings.report_interval_seconds
+        now = data.utcnow().timestamp()
+        await discord.utils.sleep_until(datetime.fromtimestamp(math.floor(now / interval + 1) * interval,
+                                                                timezone.utc))
+
+    async def send_report(self, *, now: Optional[datetime] = None) -> Optional[discord.Message]:
+        """Post the top-users report for the last interval to the report channel (now, whatever the schedule).
+
+        The ranking covers the report channel's server only, so one server's users are never listed in
+        another's channel; from a DM or a channel the bot cannot see nothing is sent.
+        """
+        channel_id = self.settings.report_channel_id
+        if channel_id is None:
+            return None
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            channel = await self.bot.fetch_channel(channel_id)
+        now = now or data.utcnow()
+        since = now - timedelta(seconds=self.settings.report_interval_seconds)
+        guild = getattr(channel, "guild", None)
+        guild_id = guild.id if guild is not None else None
+        top_users, totals = await asyncio.to_thread(self._report_data, since, now, guild_id)
+        embed = report_embed(top_users=top_users, totals=totals, since=since, now=now,
+                             interval_seconds=self.settings.report_interval_seconds,
+                             scope_label=guild.name if guild is not None else None)
+        return await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+
+    def _report_data(self, since: datetime, until: datetime, guild_id: Optional[int]):
+        t = self.tracker
+        data.flush(t)
+        top = data.top(t, "user", since=since, until=until, guild_id=guild_id, limit=self.settings.report_top_users)
+        return top, data.summary(t, since=since, until=until, guild_id=guild_id)
+
+    # -- errors ----------------------------------------------------------------------------------------
+    async def cog_app_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.MissingPermissions):
+            text = f"🚫 You need the {self.settings.admin_permission_label} permission to use this command."
+        elif isinstance(error, app_commands.CommandOnCooldown):
+            text = f"⏳ Slow down: try again in {error.retry_after:.0f} s."
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "🚫 You can't use this command here."
+        else:
+            original = getattr(error, "original", error)
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("unexpected error in /%s (user %s, guild %s)", command, interaction.user.id,
+                      interaction.guild_id, exc_info=original)
+            text = GENERIC_ERROR
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not send the error message for an interaction", exc_info=True)
+
+
+def _render_chart(days):
+    if not days:
+        return None
+    from .charts import usage_chart  # matplotlib is imported on first use (about a second)
+    return usage_chart(days)
+
+
+async def setup(bot: commands.Bot) -> None:
+    """``await bot.load_extension("dspy_tokens_discord")``: uses ``bot.token_tracker`` if set, else a
+    ``TokenTracker()`` from ``$DSPY_TOKENS_DATABASE_URL`` and ``./models.json``."""
+    tracker = getattr(bot, "token_tracker", None)
+    if tracker is None:
+        from dspy_tokens import TokenTracker
+        tracker = bot.token_tracker = TokenTracker()
+    await bot.add_cog(TokenUsageCog(bot, tracker))
