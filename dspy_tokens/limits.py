@@ -18,6 +18,8 @@ model count against token rules but their dollars are unknown (``decision.unpric
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -31,6 +33,7 @@ from .schema import PICO, SCOPE_GLOBAL, SCOPE_GUILD, SCOPE_USER
 
 log = logging.getLogger("dspy_tokens")
 
+MAX_ATTEMPTS = 8
 ROLLING, DAY, MONTH = "rolling", "day", "month"
 TOKENS, COST = "tokens", "cost"
 _SCOPE_OF_KEY = {"user": SCOPE_USER, "guild": SCOPE_GUILD, "global": SCOPE_GLOBAL, "daily": SCOPE_GLOBAL,
@@ -198,21 +201,37 @@ class Limiter:
             self.store.ensure_schema()
             db.connect(reuse_if_open=True)
             if reserve and mode == "enforce":
-                with write_transaction(db):
-                    self._lock_scopes(rules, user_id, guild_id)
-                    decision = self._evaluate(rules, user_id, guild_id, tokens, cost, now, mode)
-                    if decision.allowed:
-                        decision = replace(decision, reservation_id=self._hold(user_id, guild_id, model, tokens,
-                                                                               cost, now))
+                decision = self._reserve(rules, user_id, guild_id, model, tokens, cost, now, mode)
             else:
                 decision = self._evaluate(rules, user_id, guild_id, tokens, cost, now, mode)
         except Exception as exc:
             self.store.reset_connection()
+            if _is_conflict(exc):  # the database works but stays contended: refusing is safer than overshooting
+                return LimitDecision(False, enforcement=mode, exceeded=True,
+                                     message="Too many requests at once; please try again in a moment.")
             return self._unavailable(exc, mode)
         if decision.exceeded and mode == "warn":
             log.warning("dspy-tokens (warn mode): would refuse user=%s guild=%s: %s", user_id, guild_id,
                         decision.message)
         return decision
+
+    def _reserve(self, rules, user_id, guild_id, model, tokens, cost, now, mode) -> LimitDecision:
+        """Decide and hold in one transaction; a deadlock between racing reservers is retried, not an outage."""
+        keys = self._lock_keys(rules, user_id, guild_id)
+        self._create_locks(keys)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with write_transaction(self.store.db):
+                    self._lock(keys)
+                    decision = self._evaluate(rules, user_id, guild_id, tokens, cost, now, mode)
+                    if decision.allowed:
+                        decision = replace(decision, reservation_id=self._hold(user_id, guild_id, model, tokens,
+                                                                               cost, now))
+                    return decision
+            except Exception as exc:
+                if attempt == MAX_ATTEMPTS - 1 or not _is_conflict(exc):
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
 
     def _unavailable(self, exc: Exception, mode: str) -> LimitDecision:
         log.error("dspy-tokens: usage limits could not be checked (%s: %s); %s", type(exc).__name__, exc,
@@ -223,16 +242,23 @@ class Limiter:
         return LimitDecision(False, enforcement=mode, exceeded=True,
                              message="Usage limits cannot be checked right now; please try again in a moment.")
 
-    def _lock_scopes(self, rules: list[Rule], user_id, guild_id) -> None:
+    def _lock_keys(self, rules: list[Rule], user_id, guild_id) -> list[tuple[str, int]]:
         if self.store.dialect == "sqlite":
-            return  # BEGIN IMMEDIATE already serialises writers
-        keys = sorted({(r.scope, {SCOPE_USER: user_id, SCOPE_GUILD: guild_id}.get(r.scope, 0)) for r in rules})
+            return []  # BEGIN IMMEDIATE already serialises writers
+        return sorted({(r.scope, {SCOPE_USER: user_id, SCOPE_GUILD: guild_id}.get(r.scope, 0)) for r in rules})
+
+    def _create_locks(self, keys) -> None:
+        """Lock rows are created outside the deciding transaction (autocommit), so it only ever locks rows."""
         db, p = self.store.db, self.store.db.param
         ignore = "INSERT IGNORE INTO" if self.store.dialect == "mysql" else "INSERT INTO"
         conflict = "" if self.store.dialect == "mysql" else " ON CONFLICT DO NOTHING"
         for scope, scope_id in keys:
             db.execute_sql(f"{ignore} token_limit_locks (scope, scope_id) VALUES ({p}, {p}){conflict}",
                            (scope, scope_id))
+
+    def _lock(self, keys) -> None:
+        db, p = self.store.db, self.store.db.param
+        for scope, scope_id in keys:  # always in the same order: no lock-order deadlocks
             db.execute_sql(f"SELECT scope FROM token_limit_locks WHERE scope = {p} AND scope_id = {p} FOR UPDATE",
                            (scope, scope_id))
 
@@ -337,6 +363,13 @@ class Limiter:
             warning=soft or (exceeded and mode == "warn"), exceeded=exceeded, enforcement=mode,
             unpriced_calls=unpriced)
         return replace(decision, message=describe(decision, rule))
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """Deadlock / serialization failure / lock wait: retry the transaction."""
+    text = str(exc).lower()
+    return any(marker in text for marker in ("deadlock", "could not serialize", "lock wait timeout",
+                                             "database is locked"))
 
 
 def _configured_model() -> str | None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
+import logging
 import os
+import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from .db import redact
 from .guard import Guard
 from .limits import LimitDecision, Limiter
 from .pricing import PriceBook
+from .reports import DEFAULT_KEEP_COUNTERS_DAYS, CleanupResult, Group, Reports, Summary
 from .rows import build_row, log_row
 from .store import Store
 from .writer import UsageWriter
@@ -64,6 +69,7 @@ class TokenTracker(CallRecorder):
         ref = weakref.ref(self)
         self._atexit = lambda: (t := ref()) is not None and t.close(timeout=EXIT_FLUSH_SECONDS)
         atexit.register(self._atexit)
+        self._install_retention()
 
     def __repr__(self) -> str:
         return f"TokenTracker(database={redact(self.store.url)!r})"
@@ -125,3 +131,86 @@ class TokenTracker(CallRecorder):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- reports and retention -----------------------------------------------------------------------
+    # These read (cleanup: writes) the database on the calling thread: they are reports, not the LM hot path.
+    # From async code: ``await asyncio.to_thread(tracker.summary, "today")``. Calls still queued for the
+    # writer are not in the database yet: ``flush()`` first for numbers that include them.
+    retention_interval = 3600.0  # seconds between automatic cleanups (retention_days in models.json)
+
+    @functools.cached_property
+    def reports(self) -> Reports:
+        """:class:`~dspy_tokens.reports.Reports` over this tracker's database."""
+        return Reports(self.store)
+
+    def summary(self, period=None, **filters) -> Summary:
+        """Totals of ``period`` (``"today"``, ``"week"``, ``"month"`` — UTC calendar periods —, ``"all"``/None,
+        a ``timedelta`` or ``"7d"``; or ``since=``/``until=``), optionally for ``user_id=``, ``guild_id=``,
+        ``feature=``, ``model=``. See :meth:`Reports.summary`."""
+        return self.reports.summary(period, **filters)
+
+    def breakdown(self, by: str, period=None, **filters) -> list[Group]:
+        """Totals per ``"user" | "guild" | "model" | "feature" | "day" | "session"``; see :meth:`Reports.breakdown`."""
+        return self.reports.breakdown(by, period, **filters)
+
+    def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period=None, **filters) -> list[Group]:
+        """The ``n`` users (or guilds) with the most tokens (or cost); see :meth:`Reports.top`."""
+        return self.reports.top(n, by, scope, period, **filters)
+
+    def session(self, session_id: str) -> list[dict]:
+        """A session's calls in call order; see :meth:`Reports.session`."""
+        return self.reports.session(session_id)
+
+    def export(self, fmt: str = "csv", out=None, **options) -> int:
+        """Stream rows as CSV/JSON/JSONL to a file object or path; see :meth:`Reports.export`."""
+        return self.reports.export(fmt, out, **options)
+
+    def cleanup(self, older_than_days: int | None = None, *, batch_size: int = 5000,
+                dry_run: bool = False) -> CleanupResult:
+        """Delete raw rows older than ``older_than_days`` (default: ``retention_days`` from models.json, else
+        90) in short batches; the daily/monthly rollups are kept. Hourly limit counters are kept for at least
+        the limits' window. See :meth:`Reports.cleanup`."""
+        days = older_than_days or self.config.retention_days or 90
+        keep = max(self.config.time_window_days + 1, DEFAULT_KEEP_COUNTERS_DAYS)
+        return self.reports.cleanup(days, batch_size=batch_size, dry_run=dry_run, keep_counters_days=keep)
+
+    def _install_retention(self) -> None:
+        """With ``retention_days`` set, a commit by the writer starts :meth:`cleanup` on a short-lived thread,
+        at most once per ``retention_interval`` (so an idle tracker does nothing)."""
+        self._retention_due = 0.0
+        self._retention_thread: threading.Thread | None = None
+        previous = self.writer.on_committed
+        ref = weakref.ref(self)
+
+        def after_commit(batch):
+            if previous is not None:
+                previous(batch)
+            tracker = ref()
+            if tracker is not None:
+                tracker._maybe_run_retention()
+        self.writer.on_committed = after_commit
+
+    def _maybe_run_retention(self) -> None:
+        days = self.config.retention_days
+        now = time.monotonic()
+        if not days or self._closed or now < self._retention_due:
+            return
+        if self._retention_thread is not None and self._retention_thread.is_alive():
+            return
+        self._retention_due = now + self.retention_interval
+        self._retention_thread = threading.Thread(target=self._run_retention, args=(days,),
+                                                  name="dspy-tokens-retention", daemon=True)
+        self._retention_thread.start()
+
+    def _run_retention(self, days: int) -> None:
+        log = logging.getLogger("dspy_tokens")
+        try:
+            result = self.cleanup(days)
+            if result.rows or result.counter_rows:
+                log.info("dspy-tokens: retention deleted %d rows older than %s and %d hourly counters",
+                         result.rows, result.cutoff.isoformat(), result.counter_rows)
+        except Exception:
+            log.exception("dspy-tokens: automatic retention cleanup failed; it is retried after the next commit "
+                          "in %.0f s", self.retention_interval)
+        finally:
+            self.store.db.close()  # this thread's connection only

@@ -96,7 +96,8 @@ class SpillDirectory:
         if not self.path.is_dir():
             return []
         found = sorted(self.path.glob(f"spill-*{SPILL_SUFFIX}"))
-        for stale in self.path.glob("claimed-*"):  # claimed by a process that died mid-replay
+        for stale in [*self.path.glob("claimed-*"), *self.path.glob(f"journal-*{SPILL_SUFFIX}")]:
+            # claimed by a process that died mid-replay, or the journal of a process that was killed
             pid = stale.name.split("-")[1]
             if pid.isdigit() and not _pid_alive(int(pid)):
                 found.append(stale)
@@ -129,12 +130,68 @@ class SpillDirectory:
         os.replace(claimed, claimed.with_name(original))
 
 
+class Journal:
+    """Rows the writer holds but has not committed, appended to a local file as they are taken.
+
+    A process killed with SIGKILL leaves its journal behind; any tracker on the same spill directory replays it
+    (rows already committed are skipped by ``call_uuid``). Appends are flushed to the OS without fsync: they
+    survive the process dying, not the machine losing power.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = directory / f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}{SPILL_SUFFIX}"
+        self._fh = None
+        self._dirty = False
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write("".join(_encode(row) + "\n" for row in rows))
+            self._fh.flush()
+            self._dirty = True
+        except (OSError, TypeError, ValueError):
+            log.exception("dspy-tokens: could not journal %d rows to %s", len(rows), self.path)
+
+    def reset(self) -> None:
+        if self._dirty and self._fh is not None:
+            try:
+                self._fh.seek(0)
+                self._fh.truncate()
+                self._dirty = False
+            except OSError:
+                log.exception("dspy-tokens: could not truncate %s", self.path)
+
+    def remove(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+
+class _NoJournal:
+    def append(self, rows):
+        pass
+
+    def reset(self):
+        pass
+
+    def remove(self):
+        pass
+
+
 class UsageWriter:
     """Batches rows into the store on a daemon thread. ``submit`` never blocks and never raises."""
 
     def __init__(self, store: Store, to_row: Callable[[object], dict], spill_dir: Path,
                  max_buffer: int = 10_000, batch_size: int = 1_000, max_retry_delay: float = 5.0,
-                 on_committed: Callable[[list[dict]], None] | None = None):
+                 on_committed: Callable[[list[dict]], None] | None = None, journal: bool = True):
         self.store = store
         self.to_row = to_row
         self.spill = SpillDirectory(Path(spill_dir))
@@ -144,14 +201,19 @@ class UsageWriter:
         self.on_committed = on_committed
         self.committed = 0  # rows this writer inserted
         self.last_error: str | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # callers -> intake thread
+        self._staged: queue.SimpleQueue = queue.SimpleQueue()  # intake thread (rows, journaled) -> committer
+        self._journal_lock = threading.Lock()
         self._pending: list[dict] = []
         self._releases: list[str] = []  # reservations to delete once the rows queued before them are committed
         self._waiters: list[_Flush] = []
         self._spilled_here = False
         self._next_spill_scan = 0.0  # scan at start: a previous run may have left segments
+        self._journal = Journal(self.spill.path) if journal else _NoJournal()
         self._closed = False
+        self._intake = threading.Thread(target=self._intake_loop, name="dspy-tokens-intake", daemon=True)
         self._thread = threading.Thread(target=self._run, name="dspy-tokens-writer", daemon=True)
+        self._intake.start()
         self._thread.start()
 
     # -- caller side -------------------------------------------------------------------------------
@@ -182,11 +244,15 @@ class UsageWriter:
 
     @property
     def backlog(self) -> int:
-        return len(self._pending) + self._queue.qsize()
+        return len(self._pending) + self._queue.qsize() + self._staged.qsize()
 
     # -- writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         delay = 0.0
+        try:  # a previous run left rows on disk: replay them now, not at this process's first LM call
+            self._spilled_here = bool(self.spill.segments())
+        except OSError:
+            pass
         while True:
             block = not (self._pending or self._releases or self._waiters or self._spilled_here)
             stop = self._take(block=block, timeout=delay or None)
@@ -194,6 +260,7 @@ class UsageWriter:
             if ok:
                 delay = 0.0
                 if not self._pending:
+                    self._reset_journal()
                     self._release_waiters()
             else:
                 delay = min(self.max_retry_delay, max(0.05, delay * 2))
@@ -203,6 +270,8 @@ class UsageWriter:
                 if self._pending:
                     self._spill_pending()
                 self._releases = []  # unsettled reservations expire by their TTL
+                if not self._pending:
+                    self._journal.remove()
                 self._release_waiters(all_committed=False)
                 self.store.close()
                 return
@@ -210,7 +279,7 @@ class UsageWriter:
     def _take(self, block: bool, timeout: float | None) -> bool:
         """Move queued calls into ``_pending`` as rows. Returns True when asked to stop."""
         try:
-            item = self._queue.get(timeout=timeout) if (block or timeout) else self._queue.get_nowait()
+            item = self._staged.get(timeout=timeout) if (block or timeout) else self._staged.get_nowait()
         except queue.Empty:
             return False
         taken = 0
@@ -222,20 +291,49 @@ class UsageWriter:
             elif isinstance(item, _Release):
                 self._releases.append(item.reservation_id)
             else:
-                self._add(item)
+                self._pending.append(item)
                 taken += 1
             if taken >= self.batch_size * 4:
                 return False
             try:
-                item = self._queue.get_nowait()
+                item = self._staged.get_nowait()
             except queue.Empty:
                 return False
 
-    def _add(self, call) -> None:
-        try:
-            self._pending.append(self.to_row(call))
-        except Exception:  # a bug in row building must not kill the writer or lose the others
-            log.exception("dspy-tokens: could not build a usage row for %r", call)
+    # -- intake thread: calls -> rows -> journal -> committer ------------------------------------------
+    def _intake_loop(self) -> None:
+        """Build rows and journal them as fast as calls arrive, even while the committer waits on the database."""
+        while True:
+            items = [self._queue.get()]
+            while len(items) < self.batch_size:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            staged, rows = [], []
+            for item in items:
+                if item is _STOP or isinstance(item, (_Flush, _Release)):
+                    staged.append(item)
+                    continue
+                try:
+                    row = self.to_row(item)
+                except Exception:  # a bug in row building must not kill the writer or lose the others
+                    log.exception("dspy-tokens: could not build a usage row for %r", item)
+                    continue
+                rows.append(row)
+                staged.append(row)
+            with self._journal_lock:
+                self._journal.append(rows)
+                for item in staged:
+                    self._staged.put(item)
+            if any(item is _STOP for item in items):
+                return
+
+    def _reset_journal(self) -> None:
+        """Forget journaled rows once all of them are committed or spilled (none still on their way)."""
+        with self._journal_lock:
+            if self._staged.empty():
+                self._journal.reset()
 
     def _write(self) -> bool:
         """Commit pending rows (and spilled ones). False when the database is unavailable."""
@@ -304,6 +402,7 @@ class UsageWriter:
     def _spill_pending(self) -> None:
         try:
             path = self.spill.write(self._pending)
+            self._reset_journal()
         except OSError:
             log.exception("dspy-tokens: could not spill %d rows to %s; keeping them in memory",
                           len(self._pending), self.spill.path)
