@@ -1,9 +1,10 @@
 """Synthetic usage databases for the scale benchmarks (``check()`` latency, reports).
 
-The rows are generated inside the database server (a recursive CTE on SQLite, ``generate_series`` on PostgreSQL,
-a cross join of a digit table on MariaDB) with the indexes dropped, then the indexes are rebuilt and the hourly
-limit counters (``token_usage_counters``, ``token_usage_model_counters``) are computed with ``GROUP BY`` — the
-same numbers :func:`dspy_tokens.counters.rebuild` would compute, much faster. Report rollups are filled with
+SQLite and PostgreSQL. The rows are generated inside the database (a recursive CTE on SQLite, ``generate_series``
+on PostgreSQL) with the table's secondary indexes dropped, which are then rebuilt with their original definitions.
+The hourly limit counters (``token_usage_counters``, ``token_usage_model_counters``) are computed with ``GROUP BY``
+from the same generator — the numbers :func:`dspy_tokens.counters.rebuild` computes from the rows (verified at
+build time against the rows' totals), much faster. Report rollups are filled with
 :func:`dspy_tokens.rollups.rebuild` when asked.
 
 Shape (``GENERATOR_VERSION``): ``USERS`` users, each in one of ``GUILDS`` guilds, rows spread evenly over the
@@ -11,7 +12,7 @@ last ``DAYS`` days (so some of them are outside a 30-day window), one configured
 completion 20–319 tokens, priced like gpt-4o-mini. User ids are a multiplicative hash of the row number, so every
 user has about ``rows / USERS`` rows and every guild ``rows / GUILDS``.
 
-Databases are cached: SQLite files under ``cache_dir``, PostgreSQL/MariaDB databases named
+Databases are cached: SQLite files under ``cache_dir``, PostgreSQL databases named
 ``dspy_tokens_bench_<rows>``; a table ``bench_meta`` records the generator and schema versions and when the rows
 were made, and a database is rebuilt when those differ or it is older than ``MAX_AGE_HOURS``.
 """
@@ -22,6 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
@@ -147,13 +149,6 @@ def _row_exprs(dialect: str) -> list[str]:
         cost = f"round({prompt} * {INPUT_RATE}::numeric + {completion} * {OUTPUT_RATE}::numeric, 12)"
         false, true = "false", "true"
         user = f"(1 + h % {USERS})::bigint"
-    else:
-        uuid = "LPAD(HEX(i), 32, '0')"
-        session = "CONCAT('s', i DIV 3)"
-        created = "(FROM_UNIXTIME(t) + INTERVAL ((i * 7919) % 1000000) MICROSECOND)"
-        prompt, completion = "(100 + (h DIV 256) % 900)", "(20 + (h DIV 65536) % 300)"
-        cost = f"ROUND({prompt} * {INPUT_RATE} + {completion} * {OUTPUT_RATE}, 12)"
-        false, true = "0", "1"
     guild = f"(1 + {user} % {GUILDS})"
     return [
         "i + 1", uuid, session, "i % 3", user, guild, f"({guild} * 100 + i % 5)", "'chat'", "'Predict'",
@@ -175,38 +170,49 @@ def _fill_sql(dialect: str, start: int, count: int, total: int, t0: int) -> str:
     if dialect == "postgresql":
         return (f"INSERT INTO token_usage ({cols}) SELECT {exprs} FROM "
                 f"(SELECT i, {h} AS h, {t} AS t FROM generate_series({start}::bigint, {start + count - 1}) AS g(i)) s")
-    t = f"({t0} + (i * {span}) DIV {total})"
-    # MariaDB: the sequence engine (seq_0_to_N) generates the numbers.
-    return (f"INSERT INTO token_usage ({cols}) SELECT {exprs} FROM "
-            f"(SELECT seq AS i, {h} AS h, {t} AS t FROM seq_{start}_to_{start + count - 1}) s")
+    raise ValueError(dialect)
 
 
-def _hour_sql(dialect: str) -> str:
+def _generator(dialect: str, total: int, t0: int) -> str:
+    """A subquery of (user_id, hour, tokens, pusd), one per generated row, computed exactly as the rows are
+    (no table scan, no timestamp parsing): a row's hour is ``t // 3600`` and its cost in picodollars is
+    ``prompt * 150,000 + completion * 600,000`` (gpt-4o-mini's rates times 10^12)."""
+    span = DAYS * 86400
+    h = f"((i * {HASH_MULT}) % {HASH_MOD})"
+    prompt, completion = "(100 + (h / 256) % 900)", "(20 + (h / 65536) % 300)"
+    pico_in, pico_out = int(Decimal(INPUT_RATE) * 10**12), int(Decimal(OUTPUT_RATE) * 10**12)
+    inner = f"SELECT i, {h} AS h, ({t0} + (i * {span}) / {total}) / 3600 AS hour"
     if dialect == "sqlite":
-        return "(CAST(strftime('%s', substr(created_at, 1, 19)) AS INTEGER) / 3600)"
-    if dialect == "postgresql":
-        return "(CAST(floor(extract(epoch FROM created_at) / 3600) AS BIGINT))"
-    return "(UNIX_TIMESTAMP(created_at) DIV 3600)"
+        source = (f"(WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < {total - 1}) "
+                  f"{inner} FROM seq)")
+    elif dialect == "postgresql":
+        source = f"({inner} FROM generate_series(0::bigint, {total - 1}) AS g(i))"
+    else:
+        raise ValueError(dialect)
+    return (f"(SELECT 1 + h % {USERS} AS user_id, hour, {prompt} + {completion} AS tokens, "
+            f"{prompt} * {pico_in} + {completion} * {pico_out} AS pusd FROM {source} gen_inner)")
 
 
-def _counter_sql(dialect: str) -> list[str]:
-    from dspy_tokens.rollups import pico_sql
-
-    hour = _hour_sql(dialect)
-    pico = pico_sql(dialect)
-    unpriced = "SUM(CASE WHEN cost_usd IS NULL AND error IS NULL THEN 1 ELSE 0 END)"
-    measures = f"COUNT(*), COALESCE(SUM(total_tokens), 0), COALESCE(SUM({pico}), 0), {unpriced}"
-    out = []
-    for scope, key in (("global", "0"), ("user", "user_id"), ("guild", "guild_id")):
-        where = "" if scope == "global" else f" WHERE {key} IS NOT NULL"
-        group = f"{key}, {hour}" if scope != "global" else hour
-        out.append(f"INSERT INTO token_usage_counters (scope, scope_id, hour, calls, tokens, cost_pusd, "
-                   f"unpriced_calls) SELECT '{scope}', {key}, {hour}, {measures} FROM token_usage{where} "
-                   f"GROUP BY {group}")
-        group_m = f"{key}, model, {hour}" if scope != "global" else f"model, {hour}"
-        out.append(f"INSERT INTO token_usage_model_counters (scope, scope_id, model, hour, calls, tokens, "
-                   f"cost_pusd, unpriced_calls) SELECT '{scope}', {key}, model, {hour}, {measures} "
-                   f"FROM token_usage{where} GROUP BY {group_m}")
+def _counter_statements(dialect: str, total: int, t0: int) -> list[str]:
+    """Fill both counter tables for the generated rows: per user, per guild, global (one model)."""
+    temp = "TEMPORARY TABLE"
+    counters = "INSERT INTO token_usage_counters (scope, scope_id, hour, calls, tokens, cost_pusd, unpriced_calls)"
+    model_counters = ("INSERT INTO token_usage_model_counters (scope, scope_id, model, hour, calls, tokens, "
+                      "cost_pusd, unpriced_calls)")
+    out = [
+        f"CREATE {temp} bench_uc AS SELECT user_id AS scope_id, hour, COUNT(*) AS calls, SUM(tokens) AS tokens, "
+        f"SUM(pusd) AS pusd FROM {_generator(dialect, total, t0)} g GROUP BY user_id, hour",
+        f"CREATE {temp} bench_gc AS SELECT 1 + scope_id % {GUILDS} AS scope_id, hour, SUM(calls) AS calls, "
+        f"SUM(tokens) AS tokens, SUM(pusd) AS pusd FROM bench_uc GROUP BY 1 + scope_id % {GUILDS}, hour",
+        f"CREATE {temp} bench_all AS SELECT 0 AS scope_id, hour, SUM(calls) AS calls, SUM(tokens) AS tokens, "
+        f"SUM(pusd) AS pusd FROM bench_gc GROUP BY hour",
+    ]
+    for scope, table in (("global", "bench_all"), ("guild", "bench_gc"), ("user", "bench_uc")):
+        cols = f"scope_id, hour, calls, tokens, pusd, 0 FROM {table} ORDER BY scope_id, hour"
+        out.append(f"{counters} SELECT '{scope}', {cols}")
+        out.append(f"{model_counters} SELECT '{scope}', scope_id, '{MODEL}', hour, calls, tokens, pusd, 0 "
+                   f"FROM {table} ORDER BY scope_id, hour")
+    out += ["DROP TABLE bench_uc", "DROP TABLE bench_gc", "DROP TABLE bench_all"]
     return out
 
 
@@ -246,96 +252,67 @@ def ensure_dataset(backend: str, rows: int, cache_dir: Path, *, fresh: bool = Fa
     """A database holding ``rows`` synthetic usage rows with counters, built or reused from the cache."""
     from dspy_tokens.store import Store
 
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"datasets are built on sqlite or postgresql, not {backend}")
     wanted = {**_signature(), "rows": rows, "rollups": rollups}
+    name = f"dspy_tokens_bench_{rows}"
+    path = cache_dir / f"usage-{rows}.db"
+    url = f"sqlite:///{path}" if backend == "sqlite" else private_database(backend, name)
     if backend == "sqlite":
         cache_dir.mkdir(parents=True, exist_ok=True)
-        path = cache_dir / f"usage-{rows}.db"
-        url = f"sqlite:///{path}"
-    else:
-        url = private_database(backend, f"dspy_tokens_bench_{rows}")
-    store = Store(url)
     if not fresh:
+        store = Store(url)
         with store.db.connection_context():
             meta = _read_meta(store.db)
+        store.close()
         if meta and all(meta.get(k) == v for k, v in wanted.items()) and \
                 time.time() - meta["generated_at"] < MAX_AGE_HOURS * 3600:
-            store.close()
             return Dataset(backend, rows, url, None, meta["generated_at"])
-    store.close()
-    # Start from nothing.
-    if backend == "sqlite":
+    if backend == "sqlite":  # start from nothing
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     else:
-        url = private_database(backend, f"dspy_tokens_bench_{rows}", recreate=True)
+        url = private_database(backend, name, recreate=True)
     say(f"    building {rows:,} rows on {backend} ...")
     started = time.perf_counter()
     store = Store(url)
-    store.ensure_schema()
+    store.ensure_schema()  # the library's own schema, every migration applied
     store.close()
     t0 = int(time.time()) - DAYS * 86400
     if backend == "sqlite":
         import sqlite3
         conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA cache_size=-400000")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        indexes = [r[0] for r in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'token_usage' AND sql IS NOT NULL")]
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'token_usage' AND sql IS NOT NULL")]
+        for pragma in ("journal_mode=WAL", "synchronous=OFF", "cache_size=-400000", "temp_store=MEMORY"):
+            conn.execute(f"PRAGMA {pragma}")
+        indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                               "AND tbl_name = 'token_usage' AND sql IS NOT NULL").fetchall()
+        keys = []
     else:
         conn = _connect_raw(url)
-        if backend == "postgresql":
-            cur = conn.cursor()
-            cur.execute("SET synchronous_commit = off")
-            cur.execute("SET maintenance_work_mem = '1GB'")
-            cur.execute("SET work_mem = '256MB'")
-            cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'token_usage' "
-                        "AND indexname NOT LIKE '%%pkey'")
-            found = cur.fetchall()
-        else:
-            cur = conn.cursor()
-            cur.execute("SET SESSION unique_checks = 0")
-            cur.execute("SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
-                        "AND TABLE_NAME = 'token_usage' AND INDEX_NAME <> 'PRIMARY'")
-            index_names = [r[0] for r in cur.fetchall()]
-            cur.execute("SHOW CREATE TABLE token_usage")
-            create = cur.fetchone()[1]
-            found = [(name, _mysql_index_def(create, name)) for name in index_names]
-        names, indexes = [f[0] for f in found], [f[1] for f in found]
+        cur = conn.cursor()
+        for setting in ("synchronous_commit = off", "maintenance_work_mem = '1GB'", "work_mem = '512MB'"):
+            cur.execute(f"SET {setting}")
+        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'token_usage' "
+                    "AND indexname NOT LIKE '%%pkey'")
+        indexes = cur.fetchall()
+        # The counters' primary keys are rebuilt after the load too (inserting into them row by row is slow).
+        cur.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE contype = 'p' AND conrelid::regclass::text IN "
+                    "('token_usage_counters', 'token_usage_model_counters')")
+        keys = cur.fetchall()
     run = _Exec(conn, say)
-    dialect = backend
-    for name in names:
-        run(f"DROP INDEX {name}" + (" ON token_usage" if backend == "mysql" else ""))
-    chunk = 1_000_000 if backend != "mysql" else 250_000
-    fill_started = time.perf_counter()
+    for index, _ in indexes:
+        run(f"DROP INDEX {index}")
+    for table, constraint, _ in keys:
+        run(f"ALTER TABLE {table} DROP CONSTRAINT {constraint}")
+    step = time.perf_counter()
     if backend == "sqlite":
         run("BEGIN")
+    chunk = 1_000_000
     for start in range(0, rows, chunk):
-        run(_fill_sql(dialect, start, min(chunk, rows - start), rows, t0))
-    if backend == "sqlite":
-        run("COMMIT")
-    say(f"      rows: {time.perf_counter() - fill_started:.1f}s")
-    for sql in indexes:
+        run(_fill_sql(backend, start, min(chunk, rows - start), rows, t0))
+    for sql in _counter_statements(backend, rows, t0):
         run(sql)
-    say(f"      rows + indexes: {time.perf_counter() - fill_started:.1f}s")
-    counters_started = time.perf_counter()
-    if backend == "sqlite":
-        run("BEGIN")
-    for sql in _counter_sql(dialect):
-        run(sql)
-    if rollups:
-        from dspy_tokens import rollups as rollup_module
-        from dspy_tokens.db import open_database
-        if backend == "sqlite":
-            run("COMMIT")
-        db = open_database(url)
-        with db.connection_context(), db.atomic():
-            rollup_module.rebuild(db, dialect)
-        if backend == "sqlite":
-            run("BEGIN")
     meta = {**wanted, "generated_at": t0 + DAYS * 86400}
     run("CREATE TABLE IF NOT EXISTS bench_meta (name VARCHAR(32) PRIMARY KEY, value TEXT)")
     run("DELETE FROM bench_meta")
@@ -343,27 +320,48 @@ def ensure_dataset(backend: str, rows: int, cache_dir: Path, *, fresh: bool = Fa
     run(f"INSERT INTO bench_meta (name, value) VALUES ('dataset', '{value}')")
     if backend == "sqlite":
         run("COMMIT")
-    say(f"      counters{' + rollups' if rollups else ''}: {time.perf_counter() - counters_started:.1f}s")
+    say(f"      rows and counters: {time.perf_counter() - step:.1f}s")
+    step = time.perf_counter()
+    for _, sql in indexes:
+        run(sql)
+    for table, constraint, definition in keys:
+        run(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} {definition}")
+    say(f"      indexes: {time.perf_counter() - step:.1f}s")
+    _verify(run, rows)
+    if rollups:
+        from dspy_tokens import rollups as rollup_module
+        from dspy_tokens.db import open_database
+        step = time.perf_counter()
+        db = open_database(url)
+        with db.connection_context(), db.atomic():
+            rollup_module.rebuild(db, backend)
+        db.close()
+        say(f"      rollups: {time.perf_counter() - step:.1f}s")
     if backend == "sqlite":
         run("ANALYZE")
         run("PRAGMA wal_checkpoint(TRUNCATE)")
-    elif backend == "postgresql":
+    else:
         for table in ("token_usage", "token_usage_counters", "token_usage_model_counters"):
             run(f"VACUUM (ANALYZE) {table}")
-    else:
-        run("ANALYZE TABLE token_usage, token_usage_counters, token_usage_model_counters").fetchall()
     conn.close()
     built = time.perf_counter() - started
     say(f"    built {rows:,} rows on {backend} in {built:.1f}s")
     return Dataset(backend, rows, url, built, meta["generated_at"])
 
 
-def _mysql_index_def(create_table: str, name: str) -> str:
-    for line in create_table.splitlines():
-        line = line.strip().rstrip(",")
-        if f"KEY `{name}`" in line:
-            return f"ALTER TABLE token_usage ADD {line}"
-    raise ValueError(f"index {name} not found")
+def _verify(run, rows: int) -> None:
+    """The counters must say what the rows say (calls, tokens, picodollars), per scope."""
+    from dspy_tokens.rollups import pico_sql
+
+    dialect = "sqlite" if "sqlite3" in type(run.conn).__module__ else "postgresql"
+    stored = tuple(int(v) for v in run(f"SELECT COUNT(*), SUM(total_tokens), SUM({pico_sql(dialect)}) "
+                                       f"FROM token_usage").fetchone())
+    for table in ("token_usage_counters", "token_usage_model_counters"):
+        for scope in ("global", "user", "guild"):
+            counted = tuple(int(v) for v in run(f"SELECT SUM(calls), SUM(tokens), SUM(cost_pusd) FROM {table} "
+                                                f"WHERE scope = '{scope}'").fetchone())
+            if counted != stored or stored[0] != rows:
+                raise AssertionError(f"{table}/{scope}: counters say {counted}, rows say {stored}")
 
 
 def check_targets(dataset: Dataset, count: int) -> list[tuple[int, int]]:

@@ -115,9 +115,11 @@ class Bypasses:
 
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (left by Windows editors) is not an error
     except OSError as exc:
         raise ConfigurationError(str(path), "file", str(exc), "could not be read; check the path and permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(str(path), "file", str(exc), "is not UTF-8 text; save it as UTF-8") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -147,13 +149,16 @@ class _Fields:
                 raise ConfigurationError(self.source, self._name(key), self.data[key],
                                          f'is not a known setting; did you mean "{close[0]}"?')
 
-    def integer(self, key: str, default, minimum: int = 0):
-        value = self.data.get(key, default)
-        if value is None or value is default:
-            return value
+    def integer(self, key: str, default, minimum: int = 0, nullable: bool = True):
+        """An integer setting; ``null`` only where it means "none" (no limit), never for a required number."""
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if value is None and nullable:
+            return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigurationError(self.source, self._name(key), value,
-                                     f"must be an integer >= {minimum} or null (no limit)")
+            fix = f"must be an integer >= {minimum}" + (" or null (no limit)" if nullable else f" (default {default})")
+            raise ConfigurationError(self.source, self._name(key), value, fix)
         return value
 
     def money(self, key: str):
@@ -233,14 +238,14 @@ def parse_config(data: Any, source: str = "models.json") -> Config:
         source=source,
         default=default,
         models=models,
-        time_window_days=fields.integer("time_window_days", 30, minimum=1),
+        time_window_days=fields.integer("time_window_days", 30, minimum=1, nullable=False),
         **{key: fields.integer(key, None) for key in TOKEN_LIMIT_KEYS},
         **{key: fields.money(key) for key in COST_LIMIT_KEYS},
         enforcement=fields.choice("enforcement", "enforce", ENFORCEMENT_MODES),
         soft_limit_ratio=fields.ratio("soft_limit_ratio", 0.8),
         retention_days=fields.integer("retention_days", None, minimum=1),
-        default_estimate_tokens=fields.integer("default_estimate_tokens", 4000, minimum=1),
-        reservation_ttl_seconds=fields.integer("reservation_ttl_seconds", 600, minimum=1),
+        default_estimate_tokens=fields.integer("default_estimate_tokens", 4000, minimum=1, nullable=False),
+        reservation_ttl_seconds=fields.integer("reservation_ttl_seconds", 600, minimum=1, nullable=False),
         log_calls=fields.boolean("log_calls", False),
         fail_open=fields.boolean("fail_open", True),
     )

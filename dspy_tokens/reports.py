@@ -254,8 +254,12 @@ class Span:
     hi: object = None
 
 
-def plan_spans(since: datetime | None, until: datetime | None, months: bool = True) -> list[Span]:
-    """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days."""
+def plan_spans(since: datetime | None, until: datetime | None, months: bool = True,
+               now: datetime | None = None) -> list[Span]:
+    """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days.
+
+    With an open end and ``now``, months that start after ``now`` are not split off: ``today`` is then one open
+    span of day buckets rather than the rest of this month's days plus all future months."""
     first_day = None if since is None else day_of(since) + (0 if since == _midnight(day_of(since)) else 1)
     end_day = None if until is None else day_of(until)
     if first_day is not None and end_day is not None and first_day >= end_day:
@@ -272,7 +276,8 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
             start = date_of_day(first_day)
             first_month = month_of(start) + (0 if start.day == 1 else 1)
         end_month = None if end_day is None else month_of(date_of_day(end_day))
-        if first_month is None or end_month is None or first_month < end_month:
+        future = end_month is None and now is not None and first_month is not None and first_month > month_of(now)
+        if not future and (first_month is None or end_month is None or first_month < end_month):
             spans.append(Span(MONTH, first_month, end_month))
             days = []
             if first_month is not None:
@@ -514,7 +519,7 @@ class Reports:
             scope, spans = None, [Span("raw", since, until)]
         else:
             scope = self._route(by, filters)
-            spans = plan_spans(since, until, months=scope is not None and by != "day")
+            spans = plan_spans(since, until, months=scope is not None and by != "day", now=self.clock())
         single = len(spans) == 1
         merged: dict = {}
         for span in spans:
@@ -627,7 +632,7 @@ class Reports:
     def _active_users(self, filters: dict, since, until) -> int:
         """Distinct users with calls in the range (filters without a user filter)."""
         p = self._p
-        spans = plan_spans(since, until, months=not filters)
+        spans = plan_spans(since, until, months=not filters, now=self.clock())
         queries = []
         for span in spans:
             if span.kind == "raw":

@@ -35,7 +35,8 @@ def _count(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
+        # isdigit() alone accepts "²" and 5000-digit strings, which int() then refuses
+        if not (value.isascii() and value.isdigit()) or len(value) > 13:
             return None
         value = int(value)
     if isinstance(value, float):
@@ -56,20 +57,22 @@ def _detail(usage: Mapping, section: str, key: str) -> Any:
 
 def normalize_usage(usage: Any) -> TokenCounts:
     """Counts from an OpenAI-style usage mapping, tolerant of missing, partial and malformed fields."""
-    if not isinstance(usage, Mapping) or not usage:
-        return TokenCounts(problem=None if not usage else f"usage is a {type(usage).__name__}, not a mapping")
+    if not isinstance(usage, Mapping):  # never truth-test an unknown object: that may raise
+        return TokenCounts(problem=None if usage is None else f"usage is a {type(usage).__name__}, not a mapping")
     prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
     total = _count(usage.get("total_tokens"))
     problems = [k for k in ("prompt_tokens", "completion_tokens", "total_tokens")
                 if k in usage and usage[k] is not None and _count(usage[k]) is None]
+    if not (prompt or completion or total):
+        # Nothing usable. Zeros count as nothing: LiteLLM fills a missing usage with zeros, and a real call always
+        # has prompt tokens.
+        if problems:
+            return TokenCounts(problem=f"unusable usage fields: {', '.join(problems)}")
+        zeros = any(count == 0 for count in (prompt, completion, total))
+        return TokenCounts(problem="provider reported all-zero usage" if zeros else None)
     if prompt is None and completion is None:
-        if total is None:
-            return TokenCounts(problem=f"unusable usage fields: {', '.join(problems)}" if problems else None)
         # Only a total: keep it, the split is unknown.
         return TokenCounts(total=total, reported=True, problem="only total_tokens was reported")
-    # LiteLLM fills a missing usage with zeros; a real call always has prompt tokens.
-    if prompt == 0 and completion == 0 and not total:
-        return TokenCounts(problem="provider reported all-zero usage")
     if (prompt is not None and completion is not None) and (total is None or total < prompt + completion):
         total = prompt + completion  # partial usage: recompute instead of trusting 0/None
     cached = _count(_detail(usage, "prompt_tokens_details", "cached_tokens"))

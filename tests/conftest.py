@@ -10,7 +10,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy is 
 import dspy  # noqa: E402
 import pytest  # noqa: E402
 
-from dspy_tokens import TokenTracker  # noqa: E402
+from dspy_tokens import Config, TokenTracker  # noqa: E402
 from dspy_tokens.testing import FakeLLMServer  # noqa: E402
 
 POSTGRES_URL = os.environ.get("DSPY_TOKENS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -115,7 +115,8 @@ def make_tracker(tmp_path):
 
     def make(database: str, config=None, **kwargs) -> TokenTracker:
         kwargs.setdefault("spill_dir", tmp_path / f"spill{len(made)}")
-        tracker = TokenTracker(database, config, **kwargs)
+        # No config means no config: never the example ./models.json at the repository root (the tests' cwd).
+        tracker = TokenTracker(database, config if config is not None else Config(), **kwargs)
         made.append(tracker)
         return tracker
 
@@ -142,8 +143,11 @@ def server():
 
 @pytest.fixture(autouse=True)
 def _fresh_dspy_cache(tmp_path):
-    """Every test gets its own empty DSPy cache, so cache hits happen only where a test makes them."""
-    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(tmp_path / "dspy_cache"))
+    """Every test gets its own empty DSPy cache, so cache hits happen only where a test makes them.
+
+    In memory only: a fresh disk cache (16 SQLite shards) costs 0.2-1 s per test; tests of the disk cache
+    configure one themselves."""
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
     yield
 
 

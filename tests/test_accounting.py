@@ -85,10 +85,13 @@ def test_basic_call_tokens_and_cost(sqlite_tracker, server, engine):
 
 # -- 5. DSPy cache hits ------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("cache", ["memory", "disk"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_dspy_cache_hit_is_recorded_with_zero_tokens_and_zero_cost(sqlite_tracker, server, engine):
+def test_dspy_cache_hit_is_recorded_with_zero_tokens_and_zero_cost(sqlite_tracker, server, engine, cache, tmp_path):
     """Same question twice with cache=True: one HTTP request, two rows, the second a cache hit with 0 tokens, cost 0
-    (DSPy keeps the stale cost in its entry)."""
+    (DSPy keeps the stale cost in its entry) — on both engines, from the memory and the disk cache."""
+    if cache == "disk":  # a hit read back from disk only: the memory layer is off
+        dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=False, disk_cache_dir=str(tmp_path / "c"))
     lm = server.lm(cache=True, engine=engine)
     predict = dspy.Predict("question -> answer")
     with dspy.context(lm=lm, callbacks=[sqlite_tracker]):

@@ -250,16 +250,17 @@ def test_concurrent_guards_in_threads_admit_only_what_fits(make_tracker, databas
     """8 threads at 94,000/100,000 asking 5,000 each: exactly one is admitted (reserve happens atomically)."""
     tracker = make_tracker(database_url, config(user_limit=100_000))
     seed(tracker, dict(user_id=USER, prompt_tokens=94_000, completion_tokens=0))
-    barrier, admitted, refused = threading.Barrier(8), [], []
+    start, decided, admitted, refused = threading.Barrier(8), threading.Barrier(8), [], []
 
     def request():
-        barrier.wait()
+        start.wait()
         try:
             with tracker.guard(USER, estimate=5_000):
                 admitted.append(1)
-                time.sleep(0.05)  # the "LLM" runs while others decide
+                decided.wait(timeout=30)  # the "LLM" runs until every other request has been decided
         except TokenLimitExceeded:
             refused.append(1)
+            decided.wait(timeout=30)
 
     threads = [threading.Thread(target=request) for _ in range(8)]
     for t in threads:

@@ -237,6 +237,11 @@ class FakeWire:
                 out.append(s)
         return out
 
+    @property
+    def posted(self) -> list[Sent]:
+        """Every request except reads (GETs such as discord.py's owner lookup)."""
+        return [s for s in self.sent if s.method != "GET"]
+
     def clear(self) -> None:
         self.sent.clear()
 

@@ -292,13 +292,12 @@ async def is_owner(client, user) -> bool:
 
 async def is_admin(interaction: discord.Interaction, settings: DiscordSettings) -> bool:
     """Owner, a ``SUPER_ROLE_IDS`` member, or a member with the configured permission in this server."""
-    if await is_owner(interaction.client, interaction.user):
-        return True
-    if interaction.guild_id is None:
-        return False  # DM permissions mean nothing: only the owner is an admin there
-    if has_super_role(interaction.user, settings.super_role_ids):
-        return True
-    return bool(getattr(interaction.permissions, settings.admin_permission, False))
+    if interaction.guild_id is not None:  # in DMs permissions mean nothing: only the owner is an admin there
+        if getattr(interaction.permissions, settings.admin_permission, False):
+            return True
+        if has_super_role(interaction.user, settings.super_role_ids):
+            return True
+    return await is_owner(interaction.client, interaction.user)  # may fetch the application info once
 
 
 def require_admin(interaction: discord.Interaction, settings: DiscordSettings) -> Awaitable[bool]:

@@ -37,7 +37,7 @@ def tokens(n: int | None) -> str:
 
 
 def money(value: Decimal | float | int | None) -> str:
-    """``$12.34`` from one dollar up, then up to six decimals (``$0.000025``), ``<$0.000001`` for dust."""
+    """``$12.34`` from one dollar up, ``$0.0070`` from $0.0001, then six decimals (``$0.000025``), ``<$0.000001``."""
     if value is None:
         return "?"
     value = Decimal(str(value))
@@ -45,7 +45,7 @@ def money(value: Decimal | float | int | None) -> str:
         return "$0.00"
     if value >= 1:
         return f"${value:,.2f}"
-    if value >= Decimal("0.01"):
+    if value >= Decimal("0.0001"):
         return f"${value:.4f}"
     small = value.quantize(Decimal("0.000001"))
     return "<$0.000001" if small == 0 else f"${small:f}".rstrip("0")
