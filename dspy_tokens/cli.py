@@ -340,7 +340,7 @@ def session(session_id, as_json, database):
 def export(fmt, anonymize, output, batch_size, period, since, until, user_id, guild_id, feature, model, database):
     """Stream the recorded calls as CSV, a JSON array or JSON lines (constant memory; progress on stderr)."""
     reports = _reports(database)
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     interactive = err.isatty()
 
     def progress(rows):
@@ -351,7 +351,7 @@ def export(fmt, anonymize, output, batch_size, period, since, until, user_id, gu
     options = dict(anonymize=anonymize, batch_size=batch_size, progress=progress, user_id=user_id,
                    guild_id=guild_id, feature=feature, model=model, **_range(period, since, until))
     if output == "-":
-        stdout = click.get_text_stream("stdout")
+        stdout = sys.stdout
         written = reports.export(fmt, stdout, **options)
         stdout.flush()
     else:
@@ -382,7 +382,7 @@ def cleanup(older_than, dry_run, batch_size, config_path, database):
     if days is None:
         raise click.ClickException("give --older-than DAYS (or set retention_days in models.json)")
     reports = _reports(database)
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     interactive = err.isatty()
 
     def progress(rows):

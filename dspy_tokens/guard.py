@@ -46,8 +46,21 @@ class Guard:
 
     async def __aenter__(self) -> LimitDecision:
         # The decision needs the database: never on the event loop.
-        decision = await asyncio.to_thread(self._tracker.limiter.reserve, **self._ask)
+        deciding = asyncio.ensure_future(asyncio.to_thread(self._tracker.limiter.reserve, **self._ask))
+        try:
+            decision = await asyncio.shield(deciding)
+        except asyncio.CancelledError:
+            # The thread still finishes; hand back whatever it reserved instead of holding it until its TTL.
+            deciding.add_done_callback(self._release_abandoned)
+            raise
         return self._admit(decision)
+
+    def _release_abandoned(self, deciding: asyncio.Future) -> None:
+        if deciding.cancelled() or deciding.exception() is not None:
+            return
+        reservation_id = deciding.result().reservation_id
+        if reservation_id:
+            self._tracker.writer.release(reservation_id)
 
     async def __aexit__(self, *exc) -> None:
         self._settle()

@@ -12,12 +12,13 @@ hot path. From async code use ``await asyncio.to_thread(tracker.summary, "today"
 
 Periods (all UTC)
 -----------------
-``"today"``  from 00:00 UTC today;  ``"week"`` from Monday 00:00 UTC;  ``"month"`` from the 1st 00:00 UTC;
-``"all"`` / ``None`` everything.  These are calendar periods with no upper bound: they include every row
-recorded from their start on.  A ``timedelta`` (or ``"7d"``, ``"24h"``) is rolling: from ``now - delta``.
-``since=`` / ``until=`` give an explicit half-open range ``[since, until)`` (UTC-aware datetimes, or dates
-meaning 00:00 UTC); ``since`` excludes ``period``. A row belongs to a period when ``since <= created_at < until``:
-a call at 23:59:59.999999 yesterday is not "today", one at 00:00:00 is.
+Calendar periods are the whole UTC calendar unit that contains now: ``"today"`` is ``[00:00, next 00:00)``,
+``"week"`` ``[Monday 00:00, next Monday 00:00)``, ``"month"`` ``[the 1st 00:00, the next 1st 00:00)``.
+``"all"`` / ``None`` is everything. A ``timedelta`` (or ``"7d"``, ``"24h"``) is rolling and open-ended: every row
+from ``now - delta`` on. ``since=`` / ``until=`` give an explicit half-open range ``[since, until)`` (UTC-aware
+datetimes, or dates meaning 00:00 UTC; either may be omitted); ``since`` excludes ``period``, ``until`` overrides
+a calendar period's end. A row belongs to a range when ``since <= created_at < until``: a call at
+23:59:59.999999 yesterday is not "today", one at 00:00:00 is.
 
 Money
 -----
@@ -40,8 +41,10 @@ A query's range ``[since, until)`` is cut into whole months, whole days and the 
 Whole months and days are read from the rollups; only the partial days (rolling periods, or explicit bounds
 that are not at 00:00 UTC) read raw rows. Which table answers depends on the filters and the grouping:
 
-* no filter, or one filter, grouped by nothing, by that same dimension or by day: ``token_usage_rollups``
-  (``summary("month")`` reads ~1 global row, ``top(10, period="month")`` scans one month bucket of users);
+* no filter, or one filter, grouped by nothing, by that same dimension or by day: ``token_usage_rollups``.
+  A calendar day or month is one bucket, holding one row per key, so ``summary("month")`` reads one global row
+  and counts one bucket of user rows, and ``top(10, period="month")`` reads one bucket of user rows in key order
+  and keeps the ten largest — no aggregation at all;
 * two or more dimensions among filters and grouping (e.g. by model for one user): the daily cube;
 * ``by="session"``, :meth:`Reports.session` and exports: the raw rows (indexes on time, user, guild, session).
 
@@ -73,6 +76,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from decimal import Decimal
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -228,14 +232,23 @@ def period_bounds(period=None, since=None, until=None, now: datetime | None = No
         raise ValueError("give either a period or since=, not both")
     now = (now or utc_now()).astimezone(timezone.utc)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start, end = None, None
     if isinstance(period, timedelta):
         if period <= timedelta(0):
             raise ValueError(f"a rolling period must be positive, got {period}")
         start = now - period
+    elif period == "today":
+        start, end = midnight, midnight + timedelta(days=1)
+    elif period == "week":
+        start = midnight - timedelta(days=now.weekday())
+        end = start + timedelta(days=7)
+    elif period == "month":
+        start = midnight.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
     else:
-        start = {"today": midnight, "week": midnight - timedelta(days=now.weekday()),
-                 "month": midnight.replace(day=1)}.get(period, _aware("since", since))
-    end = _aware("until", until)
+        start = _aware("since", since)
+    if until is not None:
+        end = _aware("until", until)
     if start is not None and end is not None and start > end:
         raise ValueError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
     return start, end
@@ -402,9 +415,8 @@ class Reports:
                 return self.export(fmt, fh, anonymize=anonymize, since=since, until=until, batch_size=batch_size,
                                    progress=progress, **_filter_kwargs(filters))
         self._connect()
-        sink = _EXPORTERS[fmt](out)
-        anonymizer = _Anonymizer() if anonymize else None
-        convert = self._row_converter()
+        cells = _ExportCells(self.dialect, _Anonymizer() if anonymize else None)
+        sink = _EXPORTERS[fmt](out, anonymize)
         where, params = self._raw_where(filters, since, until)
         sql = (f"SELECT {', '.join(EXPORT_COLUMNS)} FROM token_usage WHERE id > {self._p}"
                f"{' AND ' + where if where else ''} ORDER BY id LIMIT {int(batch_size)}")
@@ -415,11 +427,7 @@ class Reports:
             if not page:
                 break
             last_id = page[-1][0]
-            for raw in page:
-                row = convert(raw)
-                if anonymizer is not None:
-                    row = anonymizer.apply(row)
-                sink.row(row)
+            sink.rows(cells.convert(raw) for raw in page)
             written += len(page)
             if progress is not None:
                 progress(written)
@@ -496,6 +504,10 @@ class Reports:
 
     @staticmethod
     def _bucket_where(column: str, span: Span, p: str, clauses: list, params: list) -> None:
+        if span.lo is not None and span.hi == span.lo + 1:
+            clauses.append(f"{column} = {p}")
+            params.append(span.lo)
+            return
         if span.lo is not None:
             clauses.append(f"{column} >= {p}")
             params.append(span.lo)
@@ -551,13 +563,17 @@ class Reports:
         column = "bucket" if by == "day" else "scope_key" if by is not None else None
         if exclude_none:
             clauses.append("scope_key <> ''")
-        sql = f"SELECT {column + ', ' if column else ''}{self._sums} FROM token_usage_rollups " \
+        # One bucket (today, a month) holds one row per key: read the rows in key order, no aggregation.
+        single = span.lo is not None and span.hi == span.lo + 1
+        measures = ", ".join(MEASURES) if single else self._sums
+        sql = f"SELECT {column + ', ' if column else ''}{measures} FROM token_usage_rollups " \
               f"WHERE {' AND '.join(clauses)}"
-        if column:
+        if column and not single:
             sql += f" GROUP BY {column}"
         if order:
             metric = "total_tokens" if order[0] == "tokens" else "cost_pusd"
-            sql += f" ORDER BY SUM({metric}) DESC, LENGTH(scope_key), scope_key LIMIT {int(order[1])}"
+            metric = metric if single else f"SUM({metric})"
+            sql += f" ORDER BY {metric} DESC, LENGTH(scope_key), scope_key LIMIT {int(order[1])}"
         for row in self._rows(sql, params):
             if column is None:
                 key, values = _ALL, row
@@ -638,23 +654,25 @@ class Reports:
             if span.kind == "raw":
                 where, params = self._raw_where(filters, span.lo, span.hi)
                 queries.append(("user_id", f"FROM token_usage WHERE {where + ' AND ' if where else ''}"
-                                           "user_id IS NOT NULL", params))
+                                           "user_id IS NOT NULL", params, False))
             elif not filters:
                 clauses, params = [f"grain = {p}", "scope = 'user'", "scope_key <> ''"], [span.kind]
                 self._bucket_where("bucket", span, p, clauses, params)
-                queries.append(("scope_key", f"FROM token_usage_rollups WHERE {' AND '.join(clauses)}", params))
+                single = span.lo is not None and span.hi == span.lo + 1  # keys are unique within one bucket
+                queries.append(("scope_key", f"FROM token_usage_rollups WHERE {' AND '.join(clauses)}", params,
+                                single))
             else:
                 clauses, params = [f"user_id <> {NO_ID}"], []
                 self._bucket_where("day", span, p, clauses, params)
                 for dim, value in filters.items():
                     clauses.append(f"{_COLUMN[dim]} = {p}")
                     params.append(value)
-                queries.append(("user_id", f"FROM token_usage_daily WHERE {' AND '.join(clauses)}", params))
+                queries.append(("user_id", f"FROM token_usage_daily WHERE {' AND '.join(clauses)}", params, False))
         if len(queries) == 1:
-            column, body, params = queries[0]
-            return self._scalar(f"SELECT COUNT(DISTINCT {column}) {body}", params)
+            column, body, params, unique = queries[0]
+            return self._scalar(f"SELECT {'COUNT(*)' if unique else f'COUNT(DISTINCT {column})'} {body}", params)
         users: set[str] = set()
-        for column, body, params in queries:
+        for column, body, params, _ in queries:
             users.update(str(r[0]) for r in self._rows(f"SELECT DISTINCT {column} {body}", params))
         return len(users)
 
@@ -764,60 +782,81 @@ class _Anonymizer:
         return row
 
 
-def _text_value(value) -> str:
-    if value is None:
-        return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="microseconds")
-    return str(value)
+class _ExportCells:
+    """A stored row (EXPORT_COLUMNS order) -> the exported cells: NULL as None, ints and text as stored,
+    booleans ``"true"``/``"false"``, times ISO 8601 UTC with microseconds, costs exact decimal text.
 
+    Only those four columns are converted (a few µs per row); the rest go to the writer as the driver returned
+    them."""
 
-def _json_value(value) -> str:
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, Decimal):
-        return decimal_text(value)  # an exact JSON number; read it back with json.loads(parse_float=Decimal)
-    if isinstance(value, datetime):
-        return '"' + value.isoformat(timespec="microseconds") + '"'
-    return json.dumps(value, ensure_ascii=False)
+    cost, cache_hit, reported, created = (EXPORT_COLUMNS.index(c) for c in (
+        "cost_usd", "cache_hit", "usage_reported", "created_at"))
+
+    def __init__(self, dialect: str, anonymizer: "_Anonymizer | None"):
+        self.sqlite = dialect == "sqlite"
+        self.anonymizer = anonymizer
+
+    def convert(self, raw) -> list:
+        row = list(raw)
+        cost = row[self.cost]
+        if cost is not None:
+            # SQLite: the double nearest to a 12-place decimal, so 12 places recover it; others: NUMERIC(24,12).
+            text = f"{cost:.12f}" if self.sqlite else format(cost, "f")
+            if "." in text:
+                text = text.rstrip("0").rstrip(".")
+            row[self.cost] = text
+        row[self.cache_hit] = "true" if row[self.cache_hit] else "false"
+        row[self.reported] = "true" if row[self.reported] else "false"
+        created = row[self.created]
+        if isinstance(created, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS.ffffff'
+            row[self.created] = (created[:10] + "T" + created[11:] + "+00:00" if len(created) == 26
+                                 else datetime.fromisoformat(created).isoformat(timespec="microseconds") + "+00:00")
+        else:
+            row[self.created] = created.replace(tzinfo=None).isoformat(timespec="microseconds") + "+00:00"
+        if self.anonymizer is not None:
+            self.anonymizer.apply(row)
+        return row
 
 
 class _CsvSink:
-    def __init__(self, out):
+    def __init__(self, out, anonymize: bool = False):
         self.writer = csv.writer(out)
 
     def start(self):
         self.writer.writerow(EXPORT_COLUMNS)
 
-    def row(self, row):
-        self.writer.writerow([_text_value(v) for v in row])
+    def rows(self, rows):
+        self.writer.writerows(rows)  # None is written as an empty field
 
     def finish(self):
         pass
 
 
-class _JsonLinesSink:
-    keys = [json.dumps(c) + ":" for c in EXPORT_COLUMNS]
+_JSON_TEXT = {"call_uuid", "session_id", "feature", "module", "model", "response_model", "cost_source", "error",
+              "created_at"}
 
-    def __init__(self, out):
+
+class _JsonLinesSink:
+    """One JSON object per line. Costs are bare JSON numbers with their exact decimal digits (read them back
+    with ``json.loads(..., parse_float=Decimal)``); anonymized ids are strings."""
+
+    def __init__(self, out, anonymize: bool = False):
         self.out = out
+        text = _JSON_TEXT | (set(ANONYMIZED_COLUMNS) if anonymize else set())
+        self.columns = [(json.dumps(c) + ":", c in text) for c in EXPORT_COLUMNS]
 
     def encode(self, row) -> str:
-        return "{" + ",".join(k + _json_value(v) for k, v in zip(self.keys, row)) + "}"
+        quote = encode_basestring
+        return "{" + ",".join(
+            key + ("null" if value is None else quote(value) if is_text else str(value))
+            for (key, is_text), value in zip(self.columns, row)) + "}"
 
     def start(self):
         pass
 
-    def row(self, row):
-        self.out.write(self.encode(row) + "\n")
+    def rows(self, rows):
+        encode = self.encode
+        self.out.write("".join(encode(row) + "\n" for row in rows))
 
     def finish(self):
         pass
@@ -830,9 +869,14 @@ class _JsonArraySink(_JsonLinesSink):
         self.out.write("[")
         self.separator = "\n"
 
-    def row(self, row):
-        self.out.write(self.separator + self.encode(row))
-        self.separator = ",\n"
+    def rows(self, rows):
+        encode = self.encode
+        parts = []
+        for row in rows:
+            parts.append(self.separator)
+            parts.append(encode(row))
+            self.separator = ",\n"
+        self.out.write("".join(parts))
 
     def finish(self):
         self.out.write("\n]\n")

@@ -4,7 +4,7 @@ Two tables (schema version 3), both keeping every measure a report shows:
 
 ``token_usage_daily``    (day, user_id, guild_id, model, feature)   the daily cube: answers any combination of
                                                                     filters at one-day resolution
-``token_usage_rollups``  (grain, scope, scope_key, bucket)          per-scope totals per UTC day (grain ``d``)
+``token_usage_rollups``  (grain, scope, bucket, scope_key)          per-scope totals per UTC day (grain ``d``)
                                                                     and per UTC calendar month (grain ``m``)
 
 Scopes of ``token_usage_rollups``: ``global`` (key ``''``), ``user`` and ``guild`` (key = the id as decimal text),
@@ -32,7 +32,7 @@ from .counters import to_pico
 MEASURES = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
             "cost_pusd", "unpriced_calls", "cache_hits", "errors")
 DAILY_KEY = ("day", "user_id", "guild_id", "model", "feature")
-ROLLUP_KEY = ("grain", "scope", "scope_key", "bucket")
+ROLLUP_KEY = ("grain", "scope", "bucket", "scope_key")
 DAY, MONTH = "d", "m"
 DIMENSIONS = ("user", "guild", "model", "feature")  # the scopes besides "global"
 NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
@@ -94,15 +94,18 @@ class UsageRollup(_Measures):
 
     class Meta:
         table_name = "token_usage_rollups"
-        # Point lookups of one user/guild/model/feature over a range, and scans of one bucket for top-N.
+        # Clustered by bucket (SQLite WITHOUT ROWID, InnoDB): top-N scans one bucket's keys in order;
+        # the index serves one user/guild/model/feature over a range of buckets.
         primary_key = pw.CompositeKey(*ROLLUP_KEY)
-        indexes = ((("grain", "scope", "bucket"), False),)
+        indexes = ((("grain", "scope", "scope_key", "bucket"), False),)
 
 
 def bind(db: pw.Database) -> SimpleNamespace:
     bound = {}
     for base in (DailyUsage, UsageRollup):
-        meta = type("Meta", (), {"database": db, "table_name": base._meta.table_name})
+        # On SQLite the tables are stored in primary-key order, as InnoDB does: no rowid lookups in range scans.
+        meta = type("Meta", (), {"database": db, "table_name": base._meta.table_name,
+                                 "without_rowid": isinstance(db, pw.SqliteDatabase)})
         bound[base.__name__] = type(base.__name__, (base,), {"Meta": meta, "__module__": __name__})
     return SimpleNamespace(**bound)
 
@@ -129,8 +132,8 @@ def rollup_deltas(rows) -> tuple[dict, dict]:
         for scope, key in (("global", ""), ("user", "" if user is None else str(user)),
                            ("guild", "" if guild is None else str(guild)), ("model", row["model"]),
                            ("feature", feature)):
-            keys.append(totals[(DAY, scope, key, day)])
-            keys.append(totals[(MONTH, scope, key, month)])
+            keys.append(totals[(DAY, scope, day, key)])
+            keys.append(totals[(MONTH, scope, month, key)])
         for acc in keys:
             for i, value in enumerate(values):
                 acc[i] += value
@@ -235,7 +238,7 @@ def rebuild(db, dialect: str) -> dict[str, int]:
         "model": "model",
         "feature": "feature",
     }
-    target = f"INSERT INTO token_usage_rollups ({', '.join(ROLLUP_KEY)}, {columns})"
+    target = f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {columns})"
     grouped = {"global": "day", "user": "day, user_id", "guild": "day, guild_id", "model": "day, model",
                "feature": "day, feature"}
     for scope, key in keys.items():

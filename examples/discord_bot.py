@@ -90,8 +90,8 @@ def create_bot(tracker: TokenTracker, *, lm: Optional[dspy.LM] = None, sync: Opt
     @bot.tree.error
     async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError):
         # Called for every app-command error (the cog's commands handle their own first).
-        if interaction.command is not None and interaction.command.binding is not None:
-            return  # TokenUsageCog already answered
+        if interaction.command is not None and isinstance(interaction.command.binding, TokenUsageCog):
+            return  # the cog's own error handler already answered
         log.error("error in /%s", interaction.command and interaction.command.name, exc_info=error)
         text = "⚠️ Something went wrong; please try again later."
         if interaction.response.is_done():

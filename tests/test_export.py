@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import tracemalloc
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -63,7 +64,7 @@ def test_json_exports_round_trip_with_exact_decimal_costs(database_url, fmt):
         parsed = [json.loads(line, parse_float=Decimal) for line in text.splitlines()]
         assert len(text.splitlines()) == len(rows)
     for row in parsed:
-        row["created_at"] = __import__("datetime").datetime.fromisoformat(row["created_at"])
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
         if isinstance(row["cost_usd"], int):
             row["cost_usd"] = Decimal(row["cost_usd"])
     assert parsed == stored(rows)

@@ -326,3 +326,30 @@ def test_rebuild_counters_restores_them_from_rows(make_tracker, database_url):
     with tracker.store.db.connection_context():
         rebuild(tracker.store.db, tracker.store.models)
     assert snapshot() == before
+
+
+async def test_cancelled_async_guard_releases_what_it_reserved(make_tracker, sqlite_url):
+    """A task cancelled while its guard is deciding does not leave the reservation held until the TTL."""
+    import asyncio
+
+    tracker = make_tracker(sqlite_url, config(user_limit=10_000))
+    reserve = tracker.limiter.reserve
+
+    def slow_reserve(*args, **kwargs):
+        time.sleep(0.3)
+        return reserve(*args, **kwargs)
+
+    tracker.limiter.reserve = slow_reserve
+
+    async def handler():
+        async with tracker.guard(USER, estimate=9_000):
+            pytest.fail("the block must not run")
+
+    task = asyncio.create_task(handler())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.5)  # the decision thread finishes and its reservation is handed back
+    assert tracker.flush(10)
+    assert tracker.check(USER, estimate=9_000).allowed

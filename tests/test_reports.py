@@ -43,17 +43,17 @@ def test_summary_of_today_week_month_and_all_by_hand(hand):
     assert numbers(today) == dict(calls=5, prompt_tokens=370, completion_tokens=180, cached_tokens=90,
                                   reasoning_tokens=20, total_tokens=550, cost_usd=Decimal("0.0014795"),
                                   unknown_cost_calls=1, cache_hits=1, errors=1)
-    assert today.active_users == 3 and today.since == at(2025, 3, 12) and today.until is None
+    assert today.active_users == 3 and (today.since, today.until) == (at(2025, 3, 12), at(2025, 3, 13))
     week = reports.summary("week")  # + D (Monday 00:00) and E
     assert numbers(week) == dict(calls=7, prompt_tokens=1170, completion_tokens=350, cached_tokens=90,
                                  reasoning_tokens=20, total_tokens=1520, cost_usd=Decimal("0.0017015"),
                                  unknown_cost_calls=1, cache_hits=1, errors=1)
-    assert week.active_users == 3 and week.since == at(2025, 3, 10)
+    assert week.active_users == 3 and (week.since, week.until) == (at(2025, 3, 10), at(2025, 3, 17))
     month = reports.summary("month")  # + B (1st 00:00) and C
     assert numbers(month) == dict(calls=9, prompt_tokens=1770, completion_tokens=550, cached_tokens=90,
                                   reasoning_tokens=20, total_tokens=2320, cost_usd=Decimal("0.0037915"),
                                   unknown_cost_calls=1, cache_hits=1, errors=1)
-    assert month.active_users == 4 and month.since == at(2025, 3, 1)
+    assert month.active_users == 4 and (month.since, month.until) == (at(2025, 3, 1), at(2025, 4, 1))
     everything = reports.summary()  # + A
     assert (everything.calls, everything.total_tokens, everything.cost_usd, everything.active_users) == (
         10, 3820, Decimal("0.0042415"), 4)
@@ -73,9 +73,10 @@ def test_period_boundaries_are_utc_to_the_microsecond(hand):
     assert reports.summary(since=datetime(2025, 3, 12, 1, 0, tzinfo=plus_one)).calls == 5
     # Calendar periods from a clock set exactly on a boundary: Monday 2025-03-10 00:00 UTC.
     monday = Reports(reports.store, clock=lambda: at(2025, 3, 10))
-    assert monday.bounds("today") == monday.bounds("week") == (at(2025, 3, 10), None)
-    assert monday.summary("today").calls == 7  # D..J (rows after "now" are included: no upper bound)
-    assert monday.summary("week").calls == 7
+    assert monday.bounds("today") == (at(2025, 3, 10), at(2025, 3, 11))
+    assert monday.bounds("week") == (at(2025, 3, 10), at(2025, 3, 17))
+    assert monday.summary("today").calls == 1  # D: the whole calendar day, and only it
+    assert monday.summary("week").calls == 7  # D..J
     assert monday.summary("month").calls == 9  # B..J
     # Rolling periods end now and start exactly `delta` earlier.
     assert reports.bounds("36h") == (at(2025, 3, 10, 22, 30), None)
@@ -278,8 +279,13 @@ def test_a_range_is_cut_into_partial_days_whole_days_and_whole_months():
         Span(MONTH, 2025 * 12 + 1, 2025 * 12 + 2),  # February
         Span(DAY, 20104, 20120), Span(DAY, 20148, 20150)]  # Jan 16-31, Mar 1-2
     assert plan_spans(at(2025, 1, 15), at(2025, 2, 3), months=False) == [Span(DAY, 20103, 20122)]
-    assert period_bounds("week", now=at(2025, 3, 16, 23, 59)) == (at(2025, 3, 10), None)  # Sunday night
-    assert period_bounds("month", now=at(2024, 2, 29, 12)) == (at(2024, 2, 1), None)
+    assert period_bounds("week", now=at(2025, 3, 16, 23, 59)) == (at(2025, 3, 10), at(2025, 3, 17))  # Sunday
+    assert period_bounds("month", now=at(2024, 2, 29, 12)) == (at(2024, 2, 1), at(2024, 3, 1))  # leap year
+    assert period_bounds("month", now=at(2024, 12, 31, 23)) == (at(2024, 12, 1), at(2025, 1, 1))
+    assert period_bounds("7d", now=NOW) == (NOW - timedelta(days=7), None)  # rolling: open-ended
+    # Calendar periods are single buckets: one day, one month.
+    assert plan_spans(*period_bounds("today", now=NOW), now=NOW) == [Span(DAY, 20159, 20160)]
+    assert plan_spans(*period_bounds("month", now=NOW), now=NOW) == [Span(MONTH, 2025 * 12 + 2, 2025 * 12 + 3)]
 
 
 def test_migration_3_fills_the_rollups_from_rows_stored_before_it(database_url):

@@ -13,7 +13,7 @@ import dspy
 import pytest
 
 from dspy_tokens import propagate, usage_context
-from dspy_tokens.testing import Reply, dspy_reply
+from dspy_tokens.testing import FakeLLMServer, Reply, dspy_reply
 from helpers import (
     Tagged, answered, assert_rows_match_requests, by_session, marker, question, request_for, sent, stored_rows,
     tokens, wait_until,
@@ -69,11 +69,11 @@ def react_steps(k: int) -> list[Reply]:
     pytest.param(lambda: dspy.ChainOfThought("question -> answer"), id="ChainOfThought"),
     pytest.param(ThreeSteps, id="custom-module-3-submodules"),
 ])
-def test_one_run_is_one_session_indexed_in_start_order(tracker, server, program):
+def test_one_run_is_one_session_indexed_in_start_order(sqlite_tracker, server, program):
     """All LM calls of one top-level run share one session with call_index 0..n-1 in start order."""
-    with dspy.context(lm=server.lm(), callbacks=[tracker]):
+    with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]):
         program()(question="what is the capital of France")
-    rows = stored_rows(tracker)
+    rows = stored_rows(sqlite_tracker)
     assert len(rows) == len(answered(server)) >= 1
     sessions = by_session(rows)
     assert len(sessions) == 1
@@ -116,6 +116,40 @@ def test_explicit_session_id_groups_two_runs(sqlite_tracker, server):
     rows = stored_rows(sqlite_tracker)
     assert {r["session_id"] for r in rows} == {"abc"}
     assert_in_request_order(sorted(rows, key=lambda r: r["call_index"]), server)
+
+
+def test_explicit_session_id_indexes_concurrent_calls_without_gaps_or_duplicates(sqlite_tracker, server):
+    """An explicit session around dspy.Parallel (8 threads) numbers its 16 calls exactly 0..15."""
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]), usage_context(session_id="interaction-1"):
+        dspy.Parallel(num_threads=8, disable_progress_bar=True)(
+            [(predict, dspy.Example(question=question(i)).with_inputs("question")) for i in range(16)])
+    rows = stored_rows(sqlite_tracker)
+    assert {r["session_id"] for r in rows} == {"interaction-1"}
+    assert sorted(r["call_index"] for r in rows) == list(range(16))
+
+
+def test_a_nested_explicit_session_has_its_own_indexes(sqlite_tracker, server):
+    """A usage_context with a new session_id inside another starts its own indexes; the outer one resumes after."""
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]), usage_context(session_id="outer", user_id=1):
+        predict(question=question(0))
+        with usage_context(session_id="inner"):
+            predict(question=question(1))
+            predict(question=question(2))
+        predict(question=question(3))
+    got = {(r["session_id"], r["call_index"], r["user_id"]) for r in stored_rows(sqlite_tracker)}
+    assert got == {("outer", 0, 1), ("inner", 0, 1), ("inner", 1, 1), ("outer", 1, 1)}
+
+
+async def test_acall_of_a_multi_call_module_is_one_session(sqlite_tracker, server):
+    """A top-level acall (ReAct.aforward with one tool call) is one session indexed in start order."""
+    server.enqueue(*react_steps(1))
+    with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]):
+        await dspy.ReAct("question -> answer", tools=[add]).acall(question="add asynchronously")
+    sessions = by_session(stored_rows(sqlite_tracker))
+    assert len(sessions) == 1
+    assert_in_request_order(next(iter(sessions.values())), server)
 
 
 def test_top_level_parallel_items_are_separate_sessions_but_parallel_inside_a_module_is_one(sqlite_tracker, server):
@@ -362,9 +396,13 @@ def test_predictor_with_its_own_lm_is_recorded_under_that_model(sqlite_tracker, 
 # -- 10. straggler resubmission ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_parallel_straggler_duplicates_are_all_recorded(sqlite_tracker, server):
+def test_parallel_straggler_duplicates_are_all_recorded(sqlite_tracker):
     """dspy.Parallel resubmits stragglers without cancelling them: every answered (billed) request has a row."""
-    server.defaults["delay"] = 1.2  # longer than the timeout: both items become stragglers and are resubmitted
+    with FakeLLMServer(delay=1.2) as server:  # slower than the timeout: both items are resubmitted
+        run_stragglers(sqlite_tracker, server)
+
+
+def run_stragglers(sqlite_tracker, server):
     predict = dspy.Predict("question -> answer")
     with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]):
         results = dspy.Parallel(num_threads=4, timeout=1, straggler_limit=3, disable_progress_bar=True)(
@@ -379,4 +417,16 @@ def test_parallel_straggler_duplicates_are_all_recorded(sqlite_tracker, server):
     rows = stored_rows(sqlite_tracker)
     assert len(server.requests) > 2  # the scenario really duplicated requests
     assert len(rows) == server.answered == len(server.requests)
+    assert_rows_match_requests(rows, server)
+
+
+def test_direct_lm_calls_are_recorded_as_their_own_sessions(sqlite_tracker, server):
+    """Calling the LM directly (a prompt string, or messages) records each call, paired with its own usage."""
+    lm = server.lm()
+    with dspy.context(lm=lm, callbacks=[sqlite_tracker]):
+        lm("a plain prompt string")
+        lm(messages=[{"role": "user", "content": "a list of messages, longer than the prompt"}])
+    rows = stored_rows(sqlite_tracker)
+    assert len(by_session(rows)) == 2 and all(r["call_index"] == 0 and r["module"] is None for r in rows)
+    assert all(r["usage_reported"] for r in rows)
     assert_rows_match_requests(rows, server)

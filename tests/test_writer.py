@@ -205,7 +205,7 @@ def test_spilled_rows_are_replayed_exactly_once(make_tracker, database_url, serv
     assert stored_counters(again) == counters
 
 
-def test_buffer_overflow_spills_to_disk_while_the_database_is_down(make_tracker, database_url, server, tmp_path):
+def test_buffer_overflow_spills_to_disk_while_the_database_is_down(make_tracker, sqlite_url, server, tmp_path):
     """Past max_buffer rows the writer spills to disk while the database is down, without waiting for close()."""
     spill = tmp_path / "spill"
     down = make_tracker(CLOSED_PORT_URL, spill_dir=spill, max_buffer=2)
@@ -213,7 +213,7 @@ def test_buffer_overflow_spills_to_disk_while_the_database_is_down(make_tracker,
     assert wait_until(lambda: spilled_lines(spill) >= 3, timeout=15)
     down.close(timeout=1)
     assert spilled_lines(spill) == 6
-    up = make_tracker(database_url, spill_dir=spill)
+    up = make_tracker(sqlite_url, spill_dir=spill)
     rows = stored_rows(up)
     assert len(rows) == 6
     assert_rows_match_requests(rows, server)
@@ -412,12 +412,13 @@ def test_created_at_is_utc_whatever_the_local_timezone(tracker, server, los_ange
     """Under TZ=America/Los_Angeles (where DSPy's own timestamps are naive local time), created_at is UTC-aware and
     within a second of now."""
     lm = server.lm()
+    before = datetime.now(timezone.utc)
     with dspy.context(lm=lm, callbacks=[tracker]):
         dspy.Predict("question -> answer")(question="what time is it")
-    [row] = stored_rows(tracker)
     now = datetime.now(timezone.utc)
+    [row] = stored_rows(tracker)
     assert row["created_at"].utcoffset() == timedelta(0)
-    assert abs(now - row["created_at"]) < timedelta(seconds=1)
+    assert before <= row["created_at"] <= now and now - row["created_at"] < timedelta(seconds=1)
     dspy_local = datetime.fromisoformat(lm.history[-1]["timestamp"])  # naive, local: 7 or 8 hours behind UTC
     assert dspy_local.tzinfo is None
     assert abs(now.replace(tzinfo=None) - dspy_local) > timedelta(hours=6)

@@ -11,12 +11,12 @@ import discord
 from discord.ext import commands
 
 from discord_fixtures import _clean_env, app, make_app, rows_of, seed, usage_row, wire  # noqa: F401
-from discord_harness import (ADMIN, ALICE, BOB, CAROL, GUILD_ID, OTHER_GUILD_ID, OWNER_ID, REPORT_CHANNEL_ID,
+from discord_harness import (ADMIN, ALICE, BOB, CAROL, OTHER_GUILD_ID, OWNER_ID, REPORT_CHANNEL_ID,
                              SUPER_ROLE, settle)
 from dspy_tokens.config import Bypasses
 from dspy_tokens_discord import TokenUsageCog
 from dspy_tokens_discord.charts import PNG_MAGIC
-from dspy_tokens_discord.embeds import (F_BREAKDOWN, F_BY_FEATURE, F_BY_MODEL, F_COST, F_RECENT, F_SERVER,
+from dspy_tokens_discord.embeds import (F_BREAKDOWN, F_BY_FEATURE, F_BY_MODEL, F_COST, F_PER_DAY, F_RECENT, F_SERVER,
                                         F_TOP_SERVERS, F_TOP_USERS, F_TOTALS, F_YOU, GENERIC_ERROR)
 
 MANAGE_GUILD = str(discord.Permissions(manage_guild=True).value)
@@ -64,6 +64,14 @@ async def test_own_usage_over_limit_says_when_it_frees_up(make_app):
     assert answer.embeds[0]["color"] == discord.Color.red().value
 
 
+async def test_usage_exactly_at_the_limit_counts_as_used_up(make_app):
+    """A user at exactly 100% is shown as over (no request fits), with the time it frees up."""
+    app = await make_app({**USAGE_LIMITS, "user_limit": 1300})
+    seed_usage(app.tracker)
+    [answer] = await app.slash("token-usage")
+    assert "Limit: 1,300 / 1,300 tokens in the last 30 days · **0** left · ⛔ over, frees up <t:" in answer.field(F_YOU)
+
+
 async def test_bypassed_user_sees_unlimited(make_app):
     """A bypassed user's own limit reads 'unlimited'; the server's limit is still shown."""
     app = await make_app(USAGE_LIMITS, bypasses=Bypasses(users=frozenset({ALICE})))
@@ -71,6 +79,16 @@ async def test_bypassed_user_sees_unlimited(make_app):
     [answer] = await app.slash("token-usage")
     assert answer.field(F_YOU).endswith("Limit: **unlimited** (bypass)")
     assert answer.field(F_SERVER).endswith("Limit: 700 / 50,000 tokens in the last 30 days · **49,300** left")
+
+
+async def test_usage_in_a_dm_has_no_server_section(make_app):
+    """/token-usage in a DM shows your own usage and limits only."""
+    app = await make_app(USAGE_LIMITS)
+    seed_usage(app.tracker)
+    [answer] = await app.slash("token-usage", guild_id=None)
+    names = [f["name"] for f in answer.embeds[0]["fields"]]
+    assert answer.ephemeral and F_YOU in names and F_SERVER not in names
+    assert answer.field(F_YOU).startswith("**1,300** tokens · 3 calls")
 
 
 async def test_other_members_usage_is_admin_only(make_app):
@@ -135,6 +153,8 @@ async def test_token_stats_admin_gets_embed_and_png_chart(make_app):
     assert answer.field(F_BY_FEATURE).split("\n") == [
         "`1.` `ask` — **650** tokens · $0.0065", "`2.` `chat` — **100** tokens · $0.0010"]
     assert F_TOP_SERVERS not in [f["name"] for f in embed["fields"]]
+    per_day = answer.field(F_PER_DAY).split("\n")
+    assert len(per_day) == 8 and per_day[0] == f"`{NOW:%m-%d}` **750** tokens · $0.0075"
 
 
 async def test_token_stats_periods(make_app):

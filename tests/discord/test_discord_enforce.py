@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import discord
 import pytest
 from discord import app_commands
@@ -9,8 +11,8 @@ from discord.ext import commands
 
 import dspy_tokens
 from discord_fixtures import _clean_env, app, make_app, rows_of, seed, usage_row, wire  # noqa: F401
-from discord_harness import (ALICE, BOB, BOT_ID, BYPASS_ROLE, CAROL, CHANNEL_ID, EPHEMERAL, GUILD_ID, PLAIN_ROLE,
-                             SUPER_ROLE, FakeWire, install, settle, slash_payload, start)
+from discord_harness import (ALICE, BOB, BOT_ID, BYPASS_ROLE, CAROL, CHANNEL_ID, GUILD_ID, PLAIN_ROLE, SUPER_ROLE,
+                             FakeWire, settle, slash_payload)
 from dspy_tokens.config import Bypasses
 from dspy_tokens_discord import AppTokenLimitExceeded, TokenLimitExceeded, enforce_limits
 
@@ -115,8 +117,7 @@ async def test_cog_command_is_enforced(make_app):
     app = await over_limit_app(make_app)
     [refusal] = await app.slash("cog-ask", {"question": "hi"})
     assert refusal.ephemeral and refusal.content.startswith("⛔")
-    app2_rows = rows_of(app.tracker)
-    assert len(app2_rows) == 1 and app.server.requests == []
+    assert len(rows_of(app.tracker)) == 1 and app.server.requests == []
 
 
 async def test_cog_command_runs_with_its_name_as_feature(app):
@@ -199,6 +200,25 @@ async def test_raise_error_reaches_on_command_error_unwrapped(make_app, deliver)
     assert where == "command" and type(error) is TokenLimitExceeded
     assert isinstance(error, commands.CheckFailure) and error.decision.scope == "user"
     assert app.server.requests == []
+
+
+async def test_raise_error_in_on_message_reaches_on_error(make_app):
+    """raise_error=True in an on_message listener reaches the client's on_error as TokenLimitExceeded."""
+    app = await over_limit_app(make_app)
+    seen: list = []
+
+    @app.bot.listen("on_message")
+    @enforce_limits(app.tracker, raise_error=True, when=lambda m: m.content.startswith("?"))
+    async def strict_chat(message: discord.Message):
+        raise AssertionError("must not run")
+
+    async def on_error(event, *args, **kwargs):
+        seen.append((event, sys.exc_info()[1]))
+
+    app.bot.on_error = on_error
+    assert await app.message("?question") == []
+    [(event, error)] = seen
+    assert event == "on_message" and type(error) is TokenLimitExceeded and error.decision.scope == "user"
 
 
 async def test_warn_mode_runs_and_warns(make_app):
@@ -291,6 +311,8 @@ def test_decorator_must_sit_below_command_decorators(sqlite_url, make_tracker):
         enforce_limits(ask)
     with pytest.raises(TypeError, match="async"):
         enforce_limits(tracker)(lambda interaction: None)
+    with pytest.raises(ValueError, match="estimate"):
+        enforce_limits(tracker, estimate=-5)
 
 
 async def test_missing_target_is_a_clear_error(sqlite_url, make_tracker):

@@ -210,6 +210,8 @@ def enforce_limits(tracker, *, when: When | None = None, raise_error: bool = Fal
     """
     if not hasattr(tracker, "guard"):
         raise TypeError("use @enforce_limits(tracker), with the TokenTracker as argument")
+    if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, int) or estimate < 0):
+        raise ValueError(f"estimate must be a non-negative number of tokens, got {estimate!r}")
     super_roles = parse_role_ids(super_role_ids) if super_role_ids is not None else env_super_role_ids()
 
     def decorate(fn):

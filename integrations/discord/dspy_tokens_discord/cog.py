@@ -162,7 +162,8 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         scope_label = "all servers" if everywhere else (interaction.guild.name if interaction.guild else "this server")
         embed = stats_embed(scope_label=scope_label, period_label=period_label, totals=view.totals,
                             top_users=view.top_users, top_servers=view.top_servers, by_model=view.by_model,
-                            by_feature=view.by_feature, server_label=self._server_label, chart=file is not None)
+                            by_feature=view.by_feature, days=view.days, server_label=self._server_label,
+                            chart=file is not None)
         kwargs = {"file": file} if file is not None else {}
         await interaction.followup.send(embed=embed, ephemeral=True, **kwargs)
 

@@ -1,9 +1,10 @@
 """Every number the Discord layer shows, read from the tracker's database.
 
 All functions here are **blocking** (database reads): call them through ``asyncio.to_thread`` — the cog does.
-They prefer the core's report methods (``tracker.summary/breakdown/top``) when the installed dspy-tokens has
-them and they answer in a shape we understand; otherwise they aggregate ``TokenUsage`` rows with Peewee. Either
-way the result is one of the small frozen dataclasses below, so formatting never depends on the source.
+They use the core's report methods (``tracker.summary/breakdown/top``, served from rollup tables: fast at
+millions of rows) when the installed dspy-tokens has them, and otherwise aggregate ``TokenUsage`` rows with
+Peewee. Either way the result is one of the small frozen dataclasses below, so formatting never depends on the
+source. Rankings are by tokens everywhere (the core's breakdowns order by cost).
 """
 
 from __future__ import annotations
@@ -103,15 +104,22 @@ def _field(obj, *names, default=None):
     return default
 
 
-def _via_report(tracker, method: str, **kwargs):
-    """Call ``tracker.<method>(**kwargs)`` if the core has it; None when absent or it does not fit our call."""
+_unfit: set[str] = set()
+
+
+def _report(tracker, method: str, *args, **kwargs):
+    """``tracker.<method>(...)`` when the core has report methods (dspy_tokens.reports); None when it has not, or
+    when it rejects our call (another signature): the caller then runs its own Peewee query."""
     report = getattr(tracker, method, None)
     if not callable(report):
         return None
     try:
-        return report(**kwargs)
-    except TypeError as exc:  # a signature other than the one we expect: use our own query
-        log.debug("tracker.%s(%s) does not fit (%s); using the built-in query", method, kwargs, exc)
+        return report(*args, **kwargs)
+    except TypeError:
+        if method not in _unfit:
+            _unfit.add(method)
+            log.warning("tracker.%s does not accept %s; using the built-in query instead", method,
+                        ", ".join(kwargs), exc_info=True)
         return None
 
 
@@ -125,35 +133,26 @@ def flush(tracker, timeout: float = FLUSH_SECONDS) -> bool:
 
 
 # -- totals --------------------------------------------------------------------------------------------
-def _totals_from_report(obj) -> Totals | None:
-    if obj is None:
-        return None
-    try:
-        tokens = _field(obj, "total_tokens", "tokens")
-        if tokens is None:
-            return None
-        return Totals(
-            calls=_int(_field(obj, "calls", "requests")),
-            prompt_tokens=_int(_field(obj, "prompt_tokens")),
-            completion_tokens=_int(_field(obj, "completion_tokens")),
-            cached_tokens=_int(_field(obj, "cached_tokens")),
-            reasoning_tokens=_int(_field(obj, "reasoning_tokens")),
-            total_tokens=_int(tokens),
-            cost_usd=_money(_field(obj, "cost_usd", "cost")),
-            unpriced_calls=_int(_field(obj, "unpriced_calls", "unknown_cost_calls")),
-            active_users=_int(_field(obj, "active_users", "users")),
-        )
-    except (TypeError, ValueError, ArithmeticError):
-        return None
+def _totals_of(obj) -> Totals:
+    return Totals(
+        calls=_int(_field(obj, "calls")),
+        prompt_tokens=_int(_field(obj, "prompt_tokens")),
+        completion_tokens=_int(_field(obj, "completion_tokens")),
+        cached_tokens=_int(_field(obj, "cached_tokens")),
+        reasoning_tokens=_int(_field(obj, "reasoning_tokens")),
+        total_tokens=_int(_field(obj, "total_tokens")),
+        cost_usd=_money(_field(obj, "cost_usd")),
+        unpriced_calls=_int(_field(obj, "unknown_cost_calls", "unpriced_calls")),
+        active_users=_int(_field(obj, "active_users")),
+    )
 
 
 def summary(tracker, *, since: datetime | None, until: datetime | None = None, user_id: int | None = None,
             guild_id: int | None = None) -> Totals:
     """Calls, tokens by kind, known cost, unpriced calls and active users over ``[since, until)``."""
-    found = _totals_from_report(_via_report(tracker, "summary", since=since, until=until, user_id=user_id,
-                                            guild_id=guild_id))
+    found = _report(tracker, "summary", since=since, until=until, user_id=user_id, guild_id=guild_id)
     if found is not None:
-        return found
+        return _totals_of(found)
     u = _usage(tracker)
     unpriced = fn.SUM(u.cost_usd.is_null(True) & u.error.is_null(True))
     query = u.select(fn.COUNT(u.id), fn.SUM(u.prompt_tokens), fn.SUM(u.completion_tokens), fn.SUM(u.cached_tokens),
@@ -166,25 +165,8 @@ def summary(tracker, *, since: datetime | None, until: datetime | None = None, u
 
 
 # -- rankings and breakdowns ---------------------------------------------------------------------------
-def _groups_from_report(obj) -> list[Group] | None:
-    if obj is None:
-        return None
-    try:
-        items = obj.items() if isinstance(obj, dict) else obj
-        out = []
-        for item in items:
-            if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[1], (int, str)):
-                key, value = item
-            else:
-                key, value = _field(item, "key", "user_id", "guild_id", "model", "feature", "day", "date"), item
-            tokens = _field(value, "total_tokens", "tokens")
-            if tokens is None:
-                return None
-            out.append(Group(key, _int(tokens), _money(_field(value, "cost_usd", "cost")),
-                             _int(_field(value, "calls", "requests"))))
-        return out
-    except (TypeError, ValueError, ArithmeticError):
-        return None
+def _group_of(obj, key) -> Group:
+    return Group(key, _int(_field(obj, "total_tokens")), _money(_field(obj, "cost_usd")), _int(_field(obj, "calls")))
 
 
 def _day_expr(tracker, u):
@@ -201,24 +183,30 @@ def _as_date(value) -> date | None:
     return date.fromisoformat(str(value)[:10])
 
 
+def _ordered(groups: list[Group], by: str, limit: int | None) -> list[Group]:
+    """Day: oldest first. Otherwise most tokens first (ties by key), calls without a user/guild left out."""
+    if by == "day":
+        groups = sorted((Group(_as_date(g.key), g.total_tokens, g.cost_usd, g.calls) for g in groups),
+                        key=lambda g: g.key or date.min)
+    else:
+        if by in ("user", "guild"):
+            groups = [g for g in groups if g.key is not None]
+        groups = sorted(groups, key=lambda g: (-g.total_tokens, g.key is None, str(g.key)))
+    return groups[:limit] if limit is not None else groups
+
+
 def breakdown(tracker, by: str, *, since: datetime | None, until: datetime | None = None,
               user_id: int | None = None, guild_id: int | None = None, limit: int | None = None) -> list[Group]:
-    """Usage grouped ``by`` user, guild, model, feature or day; largest first (``day``: oldest first)."""
+    """Usage grouped ``by`` user, guild, model, feature or day; most tokens first (``day``: oldest first)."""
     if by not in ("user", "guild", "model", "feature", "day"):
         raise ValueError(f"cannot break usage down by {by!r}")
-    method = "top" if by in ("user", "guild") else "breakdown"
-    kwargs = dict(by=by, since=since, until=until, user_id=user_id, guild_id=guild_id)
-    if limit is not None and method == "top":
-        kwargs["limit"] = limit
-    found = _groups_from_report(_via_report(tracker, method, **kwargs))
+    filters = dict(since=since, until=until, user_id=user_id, guild_id=guild_id)
+    if by in ("user", "guild") and limit is not None:
+        found = _report(tracker, "top", limit, by="tokens", scope=by, **filters)
+    else:  # the core orders breakdowns by cost: take them all, rank by tokens here
+        found = _report(tracker, "breakdown", by, **filters)
     if found is not None:
-        if by == "day":
-            found = sorted((Group(_as_date(g.key), g.total_tokens, g.cost_usd, g.calls) for g in found),
-                           key=lambda g: g.key or date.min)
-        else:
-            found = [g for g in found if not (by in ("user", "guild") and g.key is None)]
-            found.sort(key=lambda g: g.total_tokens, reverse=True)
-        return found[:limit] if limit is not None else found
+        return _ordered([_group_of(g, _field(g, "key")) for g in found], by, limit)
 
     u = _usage(tracker)
     key = {"user": u.user_id, "guild": u.guild_id, "model": u.model, "feature": u.feature,
@@ -231,10 +219,7 @@ def breakdown(tracker, by: str, *, since: datetime | None, until: datetime | Non
     query = query.order_by(key) if by == "day" else query.order_by(tokens.desc(), key)
     if limit is not None:
         query = query.limit(limit)
-    rows = query.tuples()
-    if by == "day":
-        return [Group(_as_date(k), _int(t), _money(c), _int(n)) for k, t, c, n in rows]
-    return [Group(k, _int(t), _money(c), _int(n)) for k, t, c, n in rows]
+    return _ordered([Group(k, _int(t), _money(c), _int(n)) for k, t, c, n in query.tuples()], by, limit)
 
 
 def top(tracker, by: str = "user", *, since: datetime | None, until: datetime | None = None,
@@ -267,5 +252,6 @@ def recent_calls(tracker, *, user_id: int, guild_id: int | None = None, limit: i
 
 
 def limit_status(tracker, user_id: int | None, guild_id: int | None, role_ids=()):
-    """The tracker's decision for a zero-token request: every applicable rule with used/limit/remaining."""
-    return tracker.check(user_id, guild_id, estimate=0, role_ids=tuple(role_ids))
+    """The tracker's decision for the smallest request (1 token): every applicable rule with used, limit and
+    remaining; a rule used up exactly counts as exceeded, with the time it frees up."""
+    return tracker.check(user_id, guild_id, estimate=1, role_ids=tuple(role_ids))

@@ -8,7 +8,7 @@ limits are enforced here (title 256, description 4096, 25 fields, field name 256
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable, Sequence
 
 import discord
@@ -44,10 +44,10 @@ def money(value: Decimal | float | int | None) -> str:
     if value == 0:
         return "$0.00"
     if value >= 1:
-        return f"${value:,.2f}"
+        return f"${value.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
     if value >= Decimal("0.0001"):
-        return f"${value:.4f}"
-    small = value.quantize(Decimal("0.000001"))
+        return f"${value.quantize(Decimal('0.0001'), ROUND_HALF_UP)}"
+    small = value.quantize(Decimal("0.000001"), ROUND_HALF_UP)
     return "<$0.000001" if small == 0 else f"${small:f}".rstrip("0")
 
 
@@ -298,9 +298,15 @@ def totals_text(t: Totals) -> str:
     return text
 
 
+def day_lines(days: Sequence[Group]) -> list[str]:
+    """Newest day first, so a cut drops the oldest days."""
+    return [f"`{g.key:%m-%d}` **{tokens(g.total_tokens)}** tokens · {money(g.cost_usd)}"
+            for g in reversed(days) if g.key is not None]
+
+
 def stats_embed(*, scope_label: str, period_label: str, totals: Totals, top_users: Sequence[Group],
                 by_model: Sequence[Group], by_feature: Sequence[Group], top_servers: Sequence[Group] | None = None,
-                server_label=None, chart: bool = False) -> discord.Embed:
+                days: Sequence[Group] = (), server_label=None, chart: bool = False) -> discord.Embed:
     embed = discord.Embed(title=f"📊 Token stats — {scope_label}", description=f"Period: {period_label} (UTC).",
                           color=COLOR_INFO)
     embed.add_field(name=F_TOTALS, value=totals_text(totals), inline=False)
@@ -313,6 +319,8 @@ def stats_embed(*, scope_label: str, period_label: str, totals: Totals, top_user
                     inline=False)
     embed.add_field(name=F_BY_FEATURE, value=fit_lines(ranked_lines(by_feature, lambda k: f"`{k or 'other'}`"),
                                                        empty="No usage."), inline=False)
+    if days:
+        embed.add_field(name=F_PER_DAY, value=fit_lines(day_lines(days)), inline=False)
     if chart:
         embed.set_image(url=f"attachment://{CHART_FILENAME}")
     return fit(embed)

@@ -1,0 +1,126 @@
+"""3. ``tracker.check(user, guild)`` latency vs stored rows, beside a naive SUM over the raw rows.
+
+Datasets come from :mod:`benchmarks.datagen` (10k users in 500 guilds, rows spread over 35 days, hourly counters
+built). For each backend and size, a tracker with ``user_limit`` and ``guild_limit`` set (high, so every request
+is allowed: the common path) answers ``check(user_id, guild_id)`` for a fixed list of users that have rows.
+
+The baseline is what GePeTo-style trackers do on every request: ``SELECT SUM(total_tokens) FROM token_usage
+WHERE user_id = ? AND created_at >= ?`` plus the same per guild, over the library's own ``(user_id, created_at)``
+and ``(guild_id, created_at)`` indexes, as raw SQL through the same Peewee connection (no query-builder cost). Its
+window starts at the same hour boundary as the counters' rolling window, and both must report the same usage
+for the sampled users (checked before timing).
+
+Latencies are per call (both scopes), in µs. The naive baseline is time-boxed per round, so it has fewer samples
+at 10M rows (its p99 is then close to its maximum).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime, timezone
+
+from .common import Context, Figure, Stat
+
+
+def _naive(db, dialect: str, since):
+    p = db.param
+    user_sql = f"SELECT COALESCE(SUM(total_tokens), 0) FROM token_usage WHERE user_id = {p} AND created_at >= {p}"
+    guild_sql = f"SELECT COALESCE(SUM(total_tokens), 0) FROM token_usage WHERE guild_id = {p} AND created_at >= {p}"
+
+    def check(user: int, guild: int) -> tuple[int, int]:
+        used_user = db.execute_sql(user_sql, (user, since)).fetchone()[0]
+        used_guild = db.execute_sql(guild_sql, (guild, since)).fetchone()[0]
+        return int(used_user), int(used_guild)
+    return check
+
+
+def _timed(fn, targets, budget: float | None = None) -> list[float]:
+    samples = []
+    clock = time.perf_counter
+    deadline = clock() + budget if budget else None
+    for user, guild in targets:
+        start = clock()
+        fn(user, guild)
+        samples.append((clock() - start) * 1e6)
+        if deadline and clock() > deadline and len(samples) >= 20:
+            break
+    return samples
+
+
+def run(ctx: Context) -> list[Figure]:
+    from dspy_tokens import TokenTracker
+    from dspy_tokens.config import parse_config
+    from dspy_tokens.counters import hour_of
+
+    from .datagen import check_targets, ensure_dataset
+
+    sizes = [10_000, 100_000] if ctx.quick else [10_000, 1_000_000, 10_000_000]
+    backends = [b for b in ("sqlite", "postgresql") if ctx.usable(b)]
+    rounds = 3 if ctx.quick else 5
+    per_round = 300 if ctx.quick else 1000
+    naive_budget = 0.5 if ctx.quick else 1.5
+    config = parse_config({"user_limit": 10**12, "guild_limit": 10**13, "time_window_days": 30}, "bench")
+    figures = []
+    datasets = _build_all(ctx, backends, sizes)
+    for size in sizes:
+        for backend in backends:
+            dataset = datasets[(backend, size)]
+            tracker = TokenTracker(dataset.url, config, spill_dir=ctx.work_dir / f"check-spill-{backend}-{size}")
+            try:
+                now = datetime.now(timezone.utc)
+                start_hour = hour_of(now) - 24 * config.time_window_days
+                since = datetime.fromtimestamp(start_hour * 3600, timezone.utc)
+                db = tracker.store.db
+                since_param = tracker.store.models.TokenUsage.created_at.db_value(since)
+                naive = _naive(db, backend, since_param)
+                targets = check_targets(dataset, per_round * rounds)
+                db.connect(reuse_if_open=True)
+                # Same answers: the counters' rolling window equals the naive SUM from the same hour boundary.
+                for user, guild in targets[:5]:
+                    decision = tracker.check(user, guild)
+                    assert decision.allowed, decision.message
+                    used = {d.scope: d.used for d in (decision, *decision.others)}
+                    assert (used["user"], used["guild"]) == naive(user, guild), (used, naive(user, guild))
+                for user, guild in targets[:50]:  # warm up both paths
+                    tracker.check(user, guild)
+                ours, base = [], []
+                ours_samples, base_samples = [], []
+                for r in range(rounds):
+                    chunk = targets[r * per_round:(r + 1) * per_round]
+                    samples = _timed(tracker.check, chunk)
+                    ours.append(statistics.median(samples))
+                    ours_samples += samples
+                    samples = _timed(naive, chunk, naive_budget)
+                    base.append(statistics.median(samples))
+                    base_samples += samples
+            finally:
+                tracker.close()
+            figure = Figure("check", f"{backend}, {size:,} rows: check(user, guild)", "µs",
+                            Stat(ours, ours_samples), Stat(base, base_samples), "naive SUM over rows",
+                            percentile=99, notes=f"{len(ours_samples)} / {len(base_samples)} samples")
+            figures.append(figure)
+            p99_ours, p99_base = figure.ours.percentile(99), figure.baseline.percentile(99)
+            ctx.say(f"    {backend} {size:>10,} rows: check median {figure.ours.median:.0f} µs p99 {p99_ours:.0f} µs"
+                    f" | naive median {figure.baseline.median:.0f} µs p99 {p99_base:.0f} µs")
+    return figures
+
+
+def _build_all(ctx: Context, backends, sizes) -> dict:
+    """Build (or reuse) every dataset; SQLite and PostgreSQL are built side by side (the work happens in the
+    database engines, which release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .datagen import ensure_dataset
+
+    out = {}
+    with ThreadPoolExecutor(max_workers=len(backends) or 1) as pool:
+        futures = {}
+        for backend in backends:
+            futures[backend] = pool.submit(
+                lambda b: {size: ensure_dataset(b, size, ctx.cache_dir, fresh=ctx.fresh, say=ctx.say) for size in sizes},
+                backend)
+        for backend, future in futures.items():
+            for size, dataset in future.result().items():
+                out[(backend, size)] = dataset
+    return out
