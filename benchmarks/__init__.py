@@ -1,1 +1,1 @@
-"""Benchmarks, run as modules: ``python -m benchmarks.bench_reports --help``."""
+"""Benchmarks for dspy-tokens: ``python -m benchmarks [--quick]``. See ``benchmarks/README.md``."""

@@ -117,8 +117,12 @@ class CallRecorder(BaseCallback):
                     self._session_indexes.pop(next(iter(self._session_indexes)), None)
                 counter = self._session_indexes.setdefault(root, itertools.count())
             session_id, index = root, next(counter)
+        # A prompt string, or an lm15 Request (DSPy's non-deprecated API: lm(Request) or lm(request=Request))
+        prompt = inputs.get("prompt")
+        if prompt is None:
+            prompt = (inputs.get("kwargs") or {}).get("request")
         self._started[call_id] = _Started(
-            instance, inputs.get("messages"), inputs.get("prompt"), session_id, index, root, attribution,
+            instance, inputs.get("messages"), prompt, session_id, index, root, attribution,
             ">".join(reversed(labels))[-255:] or None, started)
 
     def on_lm_end(self, call_id, outputs, exception=None):
@@ -151,8 +155,9 @@ class CallRecorder(BaseCallback):
                 if started.messages is not None:
                     if entry.get("messages") is not started.messages:
                         continue
-                elif started.prompt is None or entry.get("prompt") is not started.prompt:
-                    continue
+                elif started.prompt is None or (entry.get("prompt") is not started.prompt
+                                                and entry.get("request") is not started.prompt):
+                    continue  # an lm15 Request is kept as entry["request"]; its messages are a converted copy
                 uuid = entry.get("uuid")
                 if uuid in self._claimed:
                     continue

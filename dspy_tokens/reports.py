@@ -525,24 +525,31 @@ class Reports:
     def _collect(self, by, filters, since, until, rank: str | None = None, limit: int | None = None) -> dict:
         """key -> (measures, (first_at, last_at)), merged over the spans of ``[since, until)``.
 
-        With ``rank`` ("tokens"/"cost") this is a top-N: calls without a key are left out, and when a single
-        span answers, ordering and ``limit`` run in SQL."""
+        With ``rank`` ("tokens"/"cost") and ``limit`` this is a top-N, without the calls that have no key. It
+        ranks the keys on that one measure first (ten aggregates over every key cost several times more), then
+        reads every measure of the ``limit`` winners only; one bucket of one rollup needs neither: its rows are
+        read in rank order directly."""
         if by == "session":
             scope, spans = None, [Span("raw", since, until)]
         else:
             scope = self._route(by, filters)
             spans = plan_spans(since, until, months=scope is not None and by != "day", now=self.clock())
-        single = len(spans) == 1
+        sources = [self._source(span, scope, by, filters, exclude_none=bool(rank)) for span in spans]
+        keys = None
+        if rank:
+            if len(sources) == 1 and sources[0].unique:
+                return {key: (values, extra) for key, values, extra in self._fetch(sources[0], rank=rank,
+                                                                                   limit=limit)}
+            scores: dict = {}
+            for source in sources:
+                for key, score in self._scores(source, rank, limit if len(sources) == 1 else None):
+                    scores[key] = scores.get(key, 0) + score
+            keys = sorted(scores, key=lambda k: (-scores[k], k))[:limit]
+            if not keys:
+                return {}
         merged: dict = {}
-        for span in spans:
-            order = (rank, limit) if rank and single else None
-            if span.kind == "raw":
-                found = self._from_raw(by, filters, span, order, exclude_none=bool(rank))
-            elif scope is not None:
-                found = self._from_rollups(scope, by, filters, span, order, exclude_none=bool(rank))
-            else:
-                found = self._from_daily(by, filters, span, order, exclude_none=bool(rank))
-            for key, values, extra in found:
+        for source in sources:
+            for key, values, extra in self._fetch(source, keys=keys):
                 if key not in merged:
                     merged[key] = (list(values), extra)
                     continue
@@ -553,97 +560,75 @@ class Reports:
                     merged[key] = (acc, (min(first, extra[0]), max(last, extra[1])))
         return merged
 
-    def _from_rollups(self, scope, by, filters, span: Span, order, exclude_none) -> Iterable:
-        p = self._p
+    def _source(self, span: Span, scope: str | None, by, filters: dict, exclude_none: bool) -> "_Source":
+        """The SQL pieces that read one span: raw rows, the daily cube (scope None), or one rollup scope."""
+        p, clauses, params = self._p, [], []
+        if span.kind == "raw":
+            where, params = self._raw_where(filters, span.lo, span.hi)
+            clauses = [where] if where else []
+            column = {"session": "session_id", "feature": "COALESCE(feature, '')"}.get(by) or _COLUMN.get(by)
+            if exclude_none and column:
+                clauses.append(f"{column} IS NOT NULL")
+            total_key = date_of_day(day_of(span.lo)) if by == "day" else _ALL  # raw spans lie within one day
+            return _Source("token_usage", clauses, params, column, self._raw_measures,
+                           {"tokens": "total_tokens", "cost": self._pico}, by, fixed_key=total_key,
+                           times=by == "session")
+        if scope is None:
+            self._bucket_where("day", span, p, clauses, params)
+            for dim, value in filters.items():
+                clauses.append(f"{_COLUMN[dim]} = {p}")
+                params.append(value)
+            column = "day" if by == "day" else _COLUMN.get(by)
+            if exclude_none:
+                clauses.append(f"{column} <> {NO_ID}" if by in ("user", "guild") else f"{column} <> ''")
+            return _Source("token_usage_daily", clauses, params, column, self._sums,
+                           {"tokens": "total_tokens", "cost": "cost_pusd"}, by)
         clauses, params = [f"grain = {p}", f"scope = {p}"], [span.kind, scope]
         if filters:
             clauses.append(f"scope_key = {p}")
             params.append(str(filters[scope]))
         self._bucket_where("bucket", span, p, clauses, params)
-        column = "bucket" if by == "day" else "scope_key" if by is not None else None
         if exclude_none:
             clauses.append("scope_key <> ''")
-        # One bucket (today, a month) holds one row per key: read the rows in key order, no aggregation.
-        single = span.lo is not None and span.hi == span.lo + 1
-        measures = ", ".join(MEASURES) if single else self._sums
-        sql = f"SELECT {column + ', ' if column else ''}{measures} FROM token_usage_rollups " \
-              f"WHERE {' AND '.join(clauses)}"
-        if column and not single:
-            sql += f" GROUP BY {column}"
-        if order:
-            metric = "total_tokens" if order[0] == "tokens" else "cost_pusd"
-            metric = metric if single else f"SUM({metric})"
-            sql += f" ORDER BY {metric} DESC, LENGTH(scope_key), scope_key LIMIT {int(order[1])}"
-        for row in self._rows(sql, params):
-            if column is None:
-                key, values = _ALL, row
-            else:
-                key, values = row[0], row[1:]
-                if by == "day":
-                    key = date_of_day(int(key))
-                elif key == "":
-                    key = None
-                elif by in ("user", "guild"):
-                    key = int(key)
-            yield key, [int(v) for v in values], (None, None)
+        column = "bucket" if by == "day" else "scope_key" if by is not None else None
+        # One bucket (today, a month) holds one row per key: no aggregation needed.
+        unique = span.lo is not None and span.hi == span.lo + 1
+        return _Source("token_usage_rollups", clauses, params, column,
+                       ", ".join(MEASURES) if unique else self._sums, {"tokens": "total_tokens", "cost": "cost_pusd"},
+                       by, unique=unique, text_keys=True)
 
-    def _from_daily(self, by, filters, span: Span, order, exclude_none) -> Iterable:
-        p = self._p
-        clauses, params = [], []
-        self._bucket_where("day", span, p, clauses, params)
-        for dim, value in filters.items():
-            clauses.append(f"{_COLUMN[dim]} = {p}")
-            params.append(value)
-        column = "day" if by == "day" else _COLUMN.get(by)
-        if exclude_none:
-            clauses.append(f"{column} <> {NO_ID}" if by in ("user", "guild") else f"{column} <> ''")
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {column + ', ' if column else ''}{self._sums} FROM token_usage_daily{where}"
-        if column:
+    def _fetch(self, source: "_Source", keys=None, rank: str | None = None, limit: int | None = None) -> Iterable:
+        clauses, params = list(source.clauses), list(source.params)
+        if keys is not None:
+            clauses.append(f"{source.column} IN ({', '.join([self._p] * len(keys))})")
+            params += [source.to_db(k) for k in keys]
+        column = source.column
+        extra = ", MIN(created_at), MAX(created_at)" if source.times else ""
+        sql = f"SELECT {column + ', ' if column else ''}{source.measures}{extra} FROM {source.table}{source.where(clauses)}"
+        if column and not source.unique:
             sql += f" GROUP BY {column}"
-        if order:
-            metric = "total_tokens" if order[0] == "tokens" else "cost_pusd"
-            sql += f" ORDER BY SUM({metric}) DESC, {column} LIMIT {int(order[1])}"
-        for row in self._rows(sql, params):
-            if column is None:
-                key, values = _ALL, row
-            else:
-                key, values = row[0], row[1:]
-                if by == "day":
-                    key = date_of_day(int(key))
-                elif key in (NO_ID, ""):
-                    key = None
-                elif by in ("user", "guild"):
-                    key = int(key)
-            yield key, [int(v) for v in values], (None, None)
-
-    def _from_raw(self, by, filters, span: Span, order, exclude_none) -> Iterable:
-        where, params = self._raw_where(filters, span.lo, span.hi)
-        column = {"session": "session_id", "feature": "COALESCE(feature, '')"}.get(by) or _COLUMN.get(by)
-        clauses = [where] if where else []
-        if exclude_none and column:
-            clauses.append(f"{column} IS NOT NULL")
-        extra = ", MIN(created_at), MAX(created_at)" if by == "session" else ""
-        sql = (f"SELECT {column + ', ' if column else ''}{self._raw_measures}{extra} FROM token_usage"
-               f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}")
-        if column:
-            sql += f" GROUP BY {column}"
-        if order:
-            metric = "total_tokens" if order[0] == "tokens" else self._pico
-            sql += f" ORDER BY SUM({metric}) DESC, {column} LIMIT {int(order[1])}"
+        if rank:  # only for a single rollup bucket: its rows, largest first
+            sql += f" ORDER BY {source.metric[rank]} DESC, {source.tiebreak()} LIMIT {int(limit)}"
         parse = self._time_parser()
         for row in self._rows(sql, params):
-            if column is None:
-                key, rest = (date_of_day(day_of(span.lo)) if by == "day" else _ALL), row
-            else:
-                key, rest = row[0], row[1:]
-                if key == "":
-                    key = None
+            key, rest = (source.fixed_key, row) if column is None else (source.key(row[0]), row[1:])
             values = [int(v) for v in rest[:len(MEASURES)]]
             if values[0] == 0:
                 continue  # an ungrouped aggregate over no rows
-            times = (parse(rest[-2]), parse(rest[-1])) if extra else (None, None)
-            yield key, values, times
+            yield key, values, (parse(rest[-2]), parse(rest[-1])) if extra else (None, None)
+
+    def _scores(self, source: "_Source", rank: str, limit: int | None) -> Iterable:
+        """(key, one measure) per key: the cheap first pass of a top-N."""
+        metric = source.metric[rank]
+        if not source.unique:
+            metric = f"SUM({metric})"
+        sql = f"SELECT {source.column}, {metric} FROM {source.table}{source.where(source.clauses)}"
+        if not source.unique:
+            sql += f" GROUP BY {source.column}"
+        if limit is not None:
+            sql += f" ORDER BY {metric} DESC, {source.tiebreak()} LIMIT {int(limit)}"
+        for key, score in self._rows(sql, source.params):
+            yield source.key(key), int(score or 0)
 
     def _active_users(self, filters: dict, since, until) -> int:
         """Distinct users with calls in the range (filters without a user filter)."""
@@ -728,6 +713,41 @@ class Reports:
             row[created_at] = parse(row[created_at])
             return row
         return convert
+
+
+@dataclass
+class _Source:
+    """How to read one span of a query from one table (see :meth:`Reports._source`)."""
+
+    table: str
+    clauses: list
+    params: list
+    column: str | None  # the grouping column (SQL), None for an ungrouped total
+    measures: str  # SELECT expressions of the MEASURES
+    metric: dict  # "tokens"/"cost" -> the expression a top-N ranks on
+    by: str | None
+    unique: bool = False  # one rollup bucket: one row per key
+    text_keys: bool = False  # rollup keys are text ('' = none)
+    fixed_key: object = _ALL  # the key of an ungrouped total (a raw span's day for by="day")
+    times: bool = False  # also MIN/MAX(created_at) (sessions)
+
+    def where(self, clauses) -> str:
+        return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+    def key(self, value):
+        """A stored group value -> the key a report shows."""
+        if self.by == "day":
+            return date_of_day(int(value))
+        if value in ("", NO_ID, None):
+            return None
+        return int(value) if self.by in ("user", "guild") else value
+
+    def to_db(self, key):
+        return str(key) if self.text_keys else key
+
+    def tiebreak(self) -> str:
+        # Rollup keys are text: numeric ids sort by length first, so ties fall in id order on every path.
+        return f"LENGTH({self.column}), {self.column}" if self.text_keys else self.column
 
 
 def _filters(user_id=None, guild_id=None, feature=None, model=None) -> dict:

@@ -364,9 +364,10 @@ class UsageWriter:
 
         An OperationalError is the database's state even when it still answers a ping: SQLite's "database is
         locked", deadlocks, serialization failures, a full disk. Only the rows' own faults (integrity or data
-        errors) may reject them.
+        errors) may reject them. An InterfaceError is the connection's state (pymysql's ``(0, '')`` and
+        psycopg2's "connection already closed" after a dropped connection), even if a fresh ping succeeds.
         """
-        return isinstance(exc, pw.OperationalError) or not self.store.ping()
+        return isinstance(exc, (pw.OperationalError, pw.InterfaceError)) or not self.store.ping()
 
     def _insert(self, batch: list[dict], release=()) -> None:
         added = self.store.insert_rows(batch, list(release))

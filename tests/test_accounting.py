@@ -100,7 +100,7 @@ def test_dspy_cache_hit_is_recorded_with_zero_tokens_and_zero_cost(sqlite_tracke
     assert first.answer == second.answer
     assert len(server.requests) == 1
     assert lm.history[-1]["usage"] == {} and lm.history[-1]["cost"]  # DSPy's entry: no usage, stale cost
-    miss, hit = sorted(stored_rows(sqlite_tracker), key=lambda r: r["call_index"] + 10 * r["cache_hit"])
+    miss, hit = sorted(stored_rows(sqlite_tracker), key=lambda r: r["cache_hit"])
     assert (miss["cache_hit"], hit["cache_hit"]) == (False, True)
     assert tokens(miss) == sent(server.requests[0])
     assert miss["cost_usd"] == hand_cost(sent(server.requests[0]), GPT4O_MINI)
@@ -280,8 +280,8 @@ def flaky(n: int) -> int:
 
 def test_react_whose_tool_raises_keeps_every_call(sqlite_tracker, server):
     """A ReAct tool raising mid-way does not lose the run's calls: every request has its row in one session."""
-    server.enqueue(_react_step(0), _react_step(1), _react_step(2),
-                   Reply(content=dspy_reply({"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}})))
+    finish = Reply(content=dspy_reply({"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}}))
+    server.enqueue(_react_step(0), _react_step(1), _react_step(2), finish)
     with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]):
         dspy.ReAct("question -> answer", tools=[flaky])(question="use the flaky tool")
     rows = sorted(stored_rows(sqlite_tracker), key=lambda r: r["call_index"])

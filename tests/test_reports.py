@@ -18,7 +18,7 @@ from dspy_tokens.rollups import DAY, MONTH
 from dspy_tokens.rows import log_row
 from dspy_tokens.store import Store
 from dspy_tokens.testing import FakeLLMServer
-from usage_rows import GPT4O, MINI, MYSTERY, NOW, UTC, at, hand_rows, insert, random_rows, usage_row
+from usage_rows import GPT4O, MINI, MYSTERY, NOW, at, hand_rows, insert, random_rows, usage_row
 
 
 @pytest.fixture

@@ -398,7 +398,7 @@ def test_predictor_with_its_own_lm_is_recorded_under_that_model(sqlite_tracker, 
 @pytest.mark.slow
 def test_parallel_straggler_duplicates_are_all_recorded(sqlite_tracker):
     """dspy.Parallel resubmits stragglers without cancelling them: every answered (billed) request has a row."""
-    with FakeLLMServer(delay=1.2) as server:  # slower than the timeout: both items are resubmitted
+    with FakeLLMServer(delay=1.5) as server:  # slower than the timeout: both items are resubmitted
         run_stragglers(sqlite_tracker, server)
 
 
@@ -421,12 +421,19 @@ def run_stragglers(sqlite_tracker, server):
 
 
 def test_direct_lm_calls_are_recorded_as_their_own_sessions(sqlite_tracker, server):
-    """Calling the LM directly (a prompt string, or messages) records each call, paired with its own usage."""
+    """Calling the LM directly — a prompt string, or an lm15 Request (DSPy's non-deprecated API) positionally or by
+    keyword — records each call as its own session, paired with its own usage."""
     lm = server.lm()
+    lm15 = dspy.lm15
+
+    def request(text):
+        return lm15.Request(model=lm.model, messages=(lm15.Message(role="user", parts=(lm15.TextPart(text=text),)),))
+
     with dspy.context(lm=lm, callbacks=[sqlite_tracker]):
         lm("a plain prompt string")
-        lm(messages=[{"role": "user", "content": "a list of messages, longer than the prompt"}])
+        lm(request("an lm15 request passed positionally"))
+        lm(request=request("an lm15 request passed by keyword, the longest prompt of the three"))
     rows = stored_rows(sqlite_tracker)
-    assert len(by_session(rows)) == 2 and all(r["call_index"] == 0 and r["module"] is None for r in rows)
+    assert len(by_session(rows)) == 3 and all(r["call_index"] == 0 and r["module"] is None for r in rows)
     assert all(r["usage_reported"] for r in rows)
     assert_rows_match_requests(rows, server)

@@ -123,7 +123,7 @@ def test_cache_hit_detection(entry, hit):
     assert is_cache_hit(entry) is hit
 
 
-# -- property: arbitrary usage never breaks normalisation ---------------------------------------------------------------
+# -- property: arbitrary usage never breaks normalisation -----------------------------------------------------------
 
 VALID = st.integers(min_value=0, max_value=MAX_TOKENS_PER_CALL)
 

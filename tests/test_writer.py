@@ -4,7 +4,6 @@ database I/O on the caller's thread. Real DSPy programs over HTTP feed a real tr
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import sqlite3
@@ -393,7 +392,7 @@ async def test_a_slow_database_does_not_slow_gathered_acalls(sqlite_tracker, ser
         started = time.perf_counter()
         await asyncio.gather(*(predict.acall(question=question(i)) for i in range(4)))
         elapsed = time.perf_counter() - started
-    assert elapsed < 0.4, elapsed
+    assert elapsed < 0.5, elapsed  # inserts on the caller's path would take >= 0.8 s
     assert len(stored_rows(sqlite_tracker)) == 5
 
 

@@ -1,0 +1,160 @@
+"""``python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE] [--fresh] [--clean]``
+
+Runs every benchmark (each figure beside its baseline, measured in the same run), prints one table and writes the
+results as JSON. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # pricing offline, before dspy is imported
+
+BENCHMARKS = {
+    "overhead": ("benchmarks.bench_overhead", "1. caller-thread overhead per LM call"),
+    "writer": ("benchmarks.bench_writer", "2. writer throughput"),
+    "check": ("benchmarks.bench_check", "3. check() latency vs stored rows"),
+    "reports": ("benchmarks.bench_reports", "4. reports and export at scale"),
+    "eventloop": ("benchmarks.bench_eventloop", "5. event-loop impact of 100 concurrent acalls"),
+}
+DEFAULT_CACHE = Path(os.environ.get("DSPY_TOKENS_BENCH_CACHE", Path(tempfile.gettempdir()) / "dspy-tokens-bench-cache"))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (under a minute)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write results here (default: <cache dir>/latest[-quick].json)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                        help=f"generated datasets, reused between runs (default {DEFAULT_CACHE}; "
+                             "env DSPY_TOKENS_BENCH_CACHE)")
+    parser.add_argument("--fresh", action="store_true", help="rebuild cached datasets instead of reusing them")
+    parser.add_argument("--clean", action="store_true",
+                        help="delete the cached datasets (SQLite files and dspy_tokens_bench_* PostgreSQL "
+                             "databases) and exit")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    args.names = names or list(BENCHMARKS)
+    return args
+
+
+def clean(cache_dir: Path) -> None:
+    from .datagen import cached_databases, drop_database, server_available
+
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)
+        print(f"removed {cache_dir}")
+    if server_available("postgresql") is None:
+        for name in cached_databases("postgresql"):
+            drop_database("postgresql", name)
+            print(f"dropped PostgreSQL database {name}")
+
+
+def load(name: str):
+    """The benchmark module, or None when it does not exist (yet)."""
+    module_name = BENCHMARKS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+def as_figures(results, name: str) -> list:
+    """Benchmark modules return Figure objects; dicts with the same fields are accepted too."""
+    from .common import Figure, Stat
+
+    out = []
+    for item in results or []:
+        if isinstance(item, Figure):
+            out.append(item)
+            continue
+        data = dict(item)
+        for key in ("ours", "baseline"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, Stat):
+                data[key] = Stat(list(value) if isinstance(value, (list, tuple)) else [value])
+        data.setdefault("bench", name)
+        out.append(Figure(**data))
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.clean:
+        clean(args.cache_dir)
+        return 0
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    from .common import Context, environment, render, server_versions, to_jsonable
+    from .datagen import server_available
+
+    started = time.perf_counter()
+    work_dir = Path(tempfile.mkdtemp(prefix="dspy-tokens-bench-"))
+    backends = {b: server_available(b) for b in ("sqlite", "postgresql", "mysql")}
+    ctx = Context(quick=args.quick, work_dir=work_dir, cache_dir=args.cache_dir, fresh=args.fresh,
+                  say=lambda text: print(text, flush=True), backends=backends)
+    mode = "quick" if args.quick else "full"
+    print(f"dspy-tokens benchmarks ({mode}); scratch {work_dir}; datasets cached in {args.cache_dir}")
+    for backend, problem in backends.items():
+        if problem:
+            print(f"  {backend}: not available ({problem}); its figures are skipped")
+    figures, errors, timings = [], {}, {}
+    try:
+        for name in args.names:
+            title = BENCHMARKS[name][1]
+            module = load(name)
+            if module is None:
+                print(f"\n{title}: skipped — {BENCHMARKS[name][0].replace('.', '/')}.py is not present")
+                errors[name] = "not present"
+                continue
+            print(f"\n{title}", flush=True)
+            begun = time.perf_counter()
+            try:
+                figures += as_figures(module.run(ctx), name)
+            except Exception as exc:  # one failing benchmark must not hide the others' figures
+                traceback.print_exc()
+                errors[name] = f"{type(exc).__name__}: {exc}"
+            timings[name] = round(time.perf_counter() - begun, 1)
+            print(f"  ({timings[name]:.0f}s)", flush=True)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    table = render(figures)
+    print(f"\nResults ({mode}, {seconds:.0f}s; ours/base < 1 is better for latency and overhead, > 1 for "
+          f"throughput):\n")
+    print(table)
+    output = args.json or args.cache_dir / f"latest{'-quick' if args.quick else ''}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "mode": mode, "finished": datetime.now(timezone.utc).isoformat(), "seconds": round(seconds, 1),
+        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "environment": environment(), "servers": server_versions(ctx), "timings": timings, "errors": errors,
+        "figures": to_jsonable(figures), "table": table,
+    }
+    output.write_text(json.dumps(document, indent=2, default=str))
+    print(f"\nJSON: {output}")
+    failed = {k: v for k, v in errors.items() if v != "not present"}
+    if failed:
+        print(f"FAILED: {failed}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
