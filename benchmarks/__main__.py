@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,6 +96,50 @@ def as_figures(results, name: str) -> list:
     return out
 
 
+REPORT_ROWS = {"quick": 20_000, "full": 1_000_000}
+
+
+def run_reports_main(module, ctx, extra: dict) -> list:
+    """4. Reports: ``python -m benchmarks.bench_reports`` (its own command line) on SQLite — other backends with
+    ``DSPY_TOKENS_BENCH_REPORT_BACKENDS=sqlite,postgresql``, other sizes with ``DSPY_TOKENS_BENCH_REPORT_ROWS`` —
+    its load cached under the cache dir (``--reuse``). Its JSON becomes figures: the rollup-backed report beside
+    the naive GROUP BY over raw rows for the two compared queries, and export throughput; every query's figures
+    go to the JSON under ``raw``."""
+    from .common import Figure, Stat
+    from .datagen import private_database
+
+    rows = int(os.environ.get("DSPY_TOKENS_BENCH_REPORT_ROWS", REPORT_ROWS["quick" if ctx.quick else "full"]))
+    backends = [b for b in os.environ.get("DSPY_TOKENS_BENCH_REPORT_BACKENDS", "sqlite").split(",")
+                if ctx.usable(b)]
+    figures = []
+    for backend in backends:
+        if backend == "sqlite":
+            ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{ctx.cache_dir / f'reports-{rows}.db'}"
+        else:
+            url = private_database(backend, f"dspy_tokens_bench_reports_{rows}")
+        out = ctx.work_dir / f"reports-{backend}.json"
+        argv = ["--rows", str(rows), "--database", url, "--repeat", "5" if ctx.quick else "30",
+                "--naive-repeat", "3", "--json", str(out)] + ([] if ctx.fresh else ["--reuse"])
+        # In its own process: its export's peak-RSS figure is then its own, not this process's.
+        subprocess.run([sys.executable, "-m", module.__name__, *argv], check=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+        data = json.loads(out.read_text())
+        extra[f"reports-{backend}"] = data
+        for name, comparison in data.get("comparisons", {}).items():
+            ours, naive = comparison["rollups"], comparison["naive_group_by"]
+            figures.append(Figure("reports", f"{backend}, {rows:,} rows: {name}", "ms", Stat([ours["median_ms"]]),
+                                  Stat([naive["median_ms"]]), "naive GROUP BY over rows",
+                                  notes=f"p99 {ours['p99_ms']:.2f} ms vs {naive['p99_ms']:.1f} ms; "
+                                        f"{ours['runs']} / {naive['runs']} runs"))
+        export = data.get("export")
+        if export:
+            figures.append(Figure("reports", f"{backend}, {rows:,} rows: export {export['format']}", "rows/s",
+                                  Stat([export["rows_per_s"]]), None, better="higher",
+                                  notes=f"peak RSS {export['rss_peak_mb']:.0f} MB"))
+    return figures
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.clean:
@@ -114,7 +159,7 @@ def main(argv=None) -> int:
     for backend, problem in backends.items():
         if problem:
             print(f"  {backend}: not available ({problem}); its figures are skipped")
-    figures, errors, timings = [], {}, {}
+    figures, errors, timings, extra = [], {}, {}, {}
     try:
         for name in args.names:
             title = BENCHMARKS[name][1]
@@ -126,7 +171,10 @@ def main(argv=None) -> int:
             print(f"\n{title}", flush=True)
             begun = time.perf_counter()
             try:
-                figures += as_figures(module.run(ctx), name)
+                if hasattr(module, "run"):
+                    figures += as_figures(module.run(ctx), name)
+                else:  # bench_reports.py has its own command line: drive it through main()
+                    figures += run_reports_main(module, ctx, extra)
             except Exception as exc:  # one failing benchmark must not hide the others' figures
                 traceback.print_exc()
                 errors[name] = f"{type(exc).__name__}: {exc}"
@@ -145,7 +193,7 @@ def main(argv=None) -> int:
         "mode": mode, "finished": datetime.now(timezone.utc).isoformat(), "seconds": round(seconds, 1),
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "environment": environment(), "servers": server_versions(ctx), "timings": timings, "errors": errors,
-        "figures": to_jsonable(figures), "table": table,
+        "figures": to_jsonable(figures), "table": table, "raw": extra,
     }
     output.write_text(json.dumps(document, indent=2, default=str))
     print(f"\nJSON: {output}")

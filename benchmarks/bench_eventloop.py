@@ -58,7 +58,7 @@ def run(ctx: Context) -> list[Figure]:
 
     from .datagen import private_database
 
-    rounds = 3 if ctx.quick else 7
+    rounds = 2 if ctx.quick else 6
     backends = ["sqlite"] + ([] if ctx.quick or not ctx.usable("postgresql") else ["postgresql"])
     config = parse_config({"user_limit": 10**9, "guild_limit": 10**10}, "bench")
     figures = []

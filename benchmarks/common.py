@@ -7,8 +7,7 @@ import os
 import platform
 import statistics
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -176,17 +175,8 @@ def server_versions(ctx: Context) -> dict:
     return out
 
 
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-
-
 def to_jsonable(figures: Sequence[Figure]) -> list[dict]:
     return [f.to_json() for f in figures]
 
 
-__all__ = ["Context", "Stat", "Figure", "render", "environment", "server_versions", "Timer", "to_jsonable", "asdict"]
+__all__ = ["Context", "Stat", "Figure", "render", "environment", "server_versions", "to_jsonable"]

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from .config import Bypasses, Config
+from .context import _snowflake
 from .counters import hour_of, to_pico
 from .db import write_transaction
 from .pricing import PriceBook
@@ -184,6 +185,8 @@ class Limiter:
         return model == rule_model or (entry is not None and entry.model_id == rule_model)
 
     def _decide(self, user_id, guild_id, model, estimate, role_ids, now, reserve) -> LimitDecision:
+        # The ids usage_context accepts ("42" is user 42), validated before any database work.
+        user_id, guild_id = _snowflake("user_id", user_id), _snowflake("guild_id", guild_id)
         mode = self.config.enforcement
         now = now or datetime.now(timezone.utc)
         if self.bypasses.covers(user_id, guild_id, role_ids):

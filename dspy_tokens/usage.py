@@ -11,7 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-MAX_TOKENS_PER_CALL = 10**12  # beyond any real context window; larger values are corrupt, not usage
+# Beyond any real context window (100x the largest): larger values are corrupt, not usage. Also keeps the
+# BIGINT hourly cost counters (picodollars) from overflowing on a burst of such values: at 10**12 tokens,
+# 62 priced calls in one hour overflowed them on PostgreSQL/MariaDB and the rows were rejected.
+MAX_TOKENS_PER_CALL = 10**9
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,8 @@ def test_hourly_limit_counters_are_pruned_only_beyond_the_limits_window(database
     before = counter_hours(reports)
     assert before == {(scope, scope_id, hour(m)) for m in moments for scope, scope_id in
                       (("global", 0), ("user", 1), ("guild", 2))}
-    result = reports.cleanup(10, keep_counters_days=32)
-    assert result.rows == 3  # all raw rows are older than 10 days
+    result = reports.cleanup(10, keep_counters_days=32, batch_size=1)  # one row per transaction
+    assert (result.rows, result.batches) == (3, 3)  # all raw rows are older than 10 days
     assert result.counters_cutoff == at(2025, 2, 8, 10)
     kept = {(s, i, hour(moments[2])) for s, i in (("global", 0), ("user", 1), ("guild", 2))}
     assert counter_hours(reports) == kept
