@@ -43,8 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "env DSPY_TOKENS_BENCH_CACHE)")
     parser.add_argument("--fresh", action="store_true", help="rebuild cached datasets instead of reusing them")
     parser.add_argument("--clean", action="store_true",
-                        help="delete the cached datasets (SQLite files and dspy_tokens_bench_* PostgreSQL "
-                             "databases) and exit")
+                        help="delete the cache dir and the databases these benchmarks created "
+                             "(dspy_tokens_bench_*) on PostgreSQL and MariaDB, and exit")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -64,6 +64,9 @@ def clean(cache_dir: Path) -> None:
         for name in cached_databases("postgresql"):
             drop_database("postgresql", name)
             print(f"dropped PostgreSQL database {name}")
+    if server_available("mysql") is None:
+        drop_database("mysql", "dspy_tokens_bench_writer")
+        print("dropped MariaDB database dspy_tokens_bench_writer")
 
 
 def load(name: str):

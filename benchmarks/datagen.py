@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -145,13 +146,16 @@ def drop_database(backend: str, name: str) -> None:
         conn.close()
 
 
+OUR_DATABASES = re.compile(r"^dspy_tokens_bench_(\d+|writer|eventloop|reports_\d+)$")
+
+
 def cached_databases(backend: str) -> list[str]:
-    """Names of the cached benchmark databases on the backend's server."""
+    """Names of the databases these benchmarks created on the backend's server."""
     conn = _connect_raw(server_url(backend))
     try:
         cur = conn.cursor()
         cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'dspy_tokens_bench_%%'")
-        return [r[0] for r in cur.fetchall()]
+        return [r[0] for r in cur.fetchall() if OUR_DATABASES.match(r[0])]
     finally:
         conn.close()
 
