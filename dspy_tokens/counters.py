@@ -54,23 +54,13 @@ def counter_deltas(rows) -> tuple[dict, dict]:
     return scoped, by_model
 
 
-def upsert_sql(db, dialect: str, table: str, key: tuple[str, ...]) -> str:
-    p = db.param
-    columns = (*key, *COUNTER_COLUMNS)
-    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([p] * len(columns))})"
-    if dialect == "mysql":
-        return insert + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = {c} + VALUES({c})" for c in COUNTER_COLUMNS)
-    return (insert + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
-            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in COUNTER_COLUMNS))
-
-
 def rebuild(db, models, tables=("scope", "model")) -> dict[str, int]:
     """Recompute counters from the raw rows, inside one write transaction (writers wait meanwhile).
 
     Hours before the oldest stored row are left alone: retention deleted their rows (it deletes whole hours),
     and the counters are then the only record of that usage.
     """
-    from .db import dialect, write_transaction
+    from .db import dialect, executemany, upsert_sql, write_transaction
 
     kind = dialect(db)
     usage = models.TokenUsage
@@ -106,11 +96,8 @@ def rebuild(db, models, tables=("scope", "model")) -> dict[str, int]:
                 continue
             if first_hour is not None:
                 model.delete().where(model.hour >= first_hour).execute()
-            sql = upsert_sql(db, kind, table, key)
-            cursor = db.cursor()
             params = [(*k, *deltas[k]) for k in sorted(deltas)]
-            if params:
-                cursor.executemany(sql, params)
+            executemany(db, db.cursor(), upsert_sql(db, table, key, COUNTER_COLUMNS), params)
             written[name] = len(params)
         written["rows"] = rows
     return written

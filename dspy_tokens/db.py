@@ -66,3 +66,31 @@ def write_transaction(db: peewee.Database):
     if isinstance(db, peewee.SqliteDatabase):
         return db.atomic("IMMEDIATE")
     return db.atomic()
+
+
+def insert_sql(db: peewee.Database, table: str, columns: tuple[str, ...]) -> str:
+    """A batch INSERT for :func:`executemany` (PostgreSQL: one ``%s`` that ``execute_values`` expands)."""
+    values = "%s" if dialect(db) == "postgresql" else f"({', '.join([db.param] * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
+
+
+def upsert_sql(db: peewee.Database, table: str, key: tuple[str, ...], measures: tuple[str, ...]) -> str:
+    """A batch INSERT that adds ``measures`` to an existing row with the same ``key``."""
+    insert = insert_sql(db, table, (*key, *measures))
+    if dialect(db) == "mysql":
+        return insert + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = {c} + VALUES({c})" for c in measures)
+    return (insert + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in measures))
+
+
+def executemany(db: peewee.Database, cursor, sql: str, params: list[tuple]) -> None:
+    """Run a batch statement from :func:`insert_sql`/:func:`upsert_sql` as few round trips as the driver allows:
+    multi-row statements on PostgreSQL (``execute_values``) and MySQL (pymysql rewrites ``executemany``); SQLite
+    has no round trips. Keys in one upsert batch must be unique."""
+    if not params:
+        return
+    if dialect(db) == "postgresql":
+        from psycopg2.extras import execute_values
+        execute_values(cursor, sql, params, page_size=1000)
+    else:
+        cursor.executemany(sql, params)

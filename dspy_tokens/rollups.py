@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import peewee as pw
 
 from .counters import to_pico
+from .db import executemany, upsert_sql
 
 MEASURES = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
             "cost_pusd", "unpriced_calls", "cache_hits", "errors")
@@ -140,36 +141,18 @@ def rollup_deltas(rows) -> tuple[dict, dict]:
     return daily, totals
 
 
-def upsert_sql(db, dialect: str, table: str, key: tuple[str, ...]) -> str:
-    """Add deltas to a rollup row, creating it if needed. On PostgreSQL the VALUES list is one ``%s`` for
-    ``execute_values`` (one multi-row statement per page, several times faster than one statement per row)."""
-    p = db.param
-    columns = (*key, *MEASURES)
-    values = "%s" if dialect == "postgresql" else f"({', '.join([p] * len(columns))})"
-    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
-    if dialect == "mysql":
-        return insert + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = {c} + VALUES({c})" for c in MEASURES)
-    return (insert + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
-            + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in MEASURES))
-
-
 class RollupWriter:
     """Adds a batch's deltas inside the caller's transaction (keys sorted: no deadlocks between writers)."""
 
-    def __init__(self, db, dialect: str):
-        self.postgresql = dialect == "postgresql"
-        self.daily_sql = upsert_sql(db, dialect, "token_usage_daily", DAILY_KEY)
-        self.rollup_sql = upsert_sql(db, dialect, "token_usage_rollups", ROLLUP_KEY)
+    def __init__(self, db):
+        self.db = db
+        self.daily_sql = upsert_sql(db, "token_usage_daily", DAILY_KEY, MEASURES)
+        self.rollup_sql = upsert_sql(db, "token_usage_rollups", ROLLUP_KEY, MEASURES)
 
-    def write(self, executemany, cursor, rows: list[dict]) -> None:
+    def write(self, cursor, rows: list[dict]) -> None:
         daily, totals = rollup_deltas(rows)
         for sql, deltas in ((self.daily_sql, daily), (self.rollup_sql, totals)):
-            params = [(*k, *deltas[k]) for k in sorted(deltas)]  # keys are unique, as one statement needs
-            if self.postgresql:
-                from psycopg2.extras import execute_values
-                execute_values(cursor, sql, params, page_size=1000)
-            else:
-                executemany(cursor, sql, params)  # pymysql sends one multi-row INSERT; SQLite has no round trips
+            executemany(self.db, cursor, sql, [(*k, *deltas[k]) for k in sorted(deltas)])
 
 
 # -- SQL pieces per dialect ------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 from . import migrations
-from .counters import MODEL_KEY, SCOPE_KEY, counter_deltas, upsert_sql
-from .db import dialect, open_database, redact, resolve_url, write_transaction
+from .counters import COUNTER_COLUMNS, MODEL_KEY, SCOPE_KEY, counter_deltas
+from .db import (dialect, executemany, insert_sql, open_database, redact, resolve_url, upsert_sql,
+                 write_transaction)
 from .schema import bind_models
 
 ROW_COLUMNS = (
@@ -27,11 +28,9 @@ class Store:
         self.models = bind_models(self.db)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        p = self.db.param
-        cols = ", ".join(ROW_COLUMNS)
-        self._insert_sql = f"INSERT INTO token_usage ({cols}) VALUES ({', '.join([p] * len(ROW_COLUMNS))})"
-        self._counter_sql = upsert_sql(self.db, self.dialect, "token_usage_counters", SCOPE_KEY)
-        self._model_counter_sql = upsert_sql(self.db, self.dialect, "token_usage_model_counters", MODEL_KEY)
+        self._insert_sql = insert_sql(self.db, "token_usage", ROW_COLUMNS)
+        self._counter_sql = upsert_sql(self.db, "token_usage_counters", SCOPE_KEY, COUNTER_COLUMNS)
+        self._model_counter_sql = upsert_sql(self.db, "token_usage_model_counters", MODEL_KEY, COUNTER_COLUMNS)
         created = self.models.TokenUsage.created_at
         self._created_db_value = created.db_value
 
@@ -96,23 +95,17 @@ class Store:
                 fresh = [row for uuid, row in unique.items() if uuid not in stored]
             cursor = self.db.cursor()
             if fresh:
-                self._executemany(cursor, self._insert_sql, [self._db_row(r) for r in fresh])
+                executemany(self.db, cursor, self._insert_sql, [self._db_row(r) for r in fresh])
                 scoped, by_model = counter_deltas(fresh)
                 # A fixed key order keeps concurrent writers from deadlocking on counter rows.
-                self._executemany(cursor, self._counter_sql, [(*k, *scoped[k]) for k in sorted(scoped)])
-                self._executemany(cursor, self._model_counter_sql, [(*k, *by_model[k]) for k in sorted(by_model)])
+                executemany(self.db, cursor, self._counter_sql, [(*k, *scoped[k]) for k in sorted(scoped)])
+                executemany(self.db, cursor, self._model_counter_sql, [(*k, *by_model[k]) for k in sorted(by_model)])
                 self._write_rollups(cursor, fresh)
             if release:
                 reservation = self.models.Reservation
                 reservation.delete().where(reservation.id.in_(list(release))).execute()
         return len(fresh)
 
-    def _executemany(self, cursor, sql: str, params: list[tuple]) -> None:
-        if self.dialect == "postgresql":
-            from psycopg2.extras import execute_batch
-            execute_batch(cursor, sql, params, page_size=500)
-        else:
-            cursor.executemany(sql, params)
 
     def close(self) -> None:
         self.reset_connection()
@@ -122,5 +115,5 @@ class Store:
         writer = self.__dict__.get("_rollup_writer")
         if writer is None:
             from .rollups import RollupWriter
-            writer = self._rollup_writer = RollupWriter(self.db, self.dialect)
-        writer.write(self._executemany, cursor, rows)
+            writer = self._rollup_writer = RollupWriter(self.db)
+        writer.write(cursor, rows)
