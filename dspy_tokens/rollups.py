@@ -120,24 +120,27 @@ def measures_of(row: dict) -> tuple[int, ...]:
 
 
 def rollup_deltas(rows) -> tuple[dict, dict]:
-    """Sum rows into (daily cube key -> measures, rollup key -> measures)."""
-    daily: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(MEASURES))
-    totals: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(MEASURES))
+    """Sum rows into (daily cube key -> measures, rollup key -> measures).
+
+    Rows are summed into the daily cube first; every rollup key is a function of a cube key, so the rollups are
+    sums of cube cells — a batch from a few users, models and features costs little more than one row.
+    """
+    width = len(MEASURES)
+    daily: dict[tuple, list[int]] = defaultdict(lambda: [0] * width)
     for row in rows:
-        values = measures_of(row)
-        moment = row["created_at"]
-        day, month = day_of(moment), month_of(moment)
-        user, guild, feature = row["user_id"], row["guild_id"], row["feature"] or ""
-        keys = [daily[(day, NO_ID if user is None else user, NO_ID if guild is None else guild, row["model"],
-                       feature)]]
-        for scope, key in (("global", ""), ("user", "" if user is None else str(user)),
-                           ("guild", "" if guild is None else str(guild)), ("model", row["model"]),
+        user, guild = row["user_id"], row["guild_id"]
+        acc = daily[(day_of(row["created_at"]), NO_ID if user is None else user, NO_ID if guild is None else guild,
+                     row["model"], row["feature"] or "")]
+        acc[:] = [a + b for a, b in zip(acc, measures_of(row))]
+    totals: dict[tuple, list[int]] = defaultdict(lambda: [0] * width)
+    for (day, user, guild, model, feature), values in daily.items():
+        month = month_of(date_of_day(day))
+        for scope, key in (("global", ""), ("user", "" if user == NO_ID else str(user)),
+                           ("guild", "" if guild == NO_ID else str(guild)), ("model", model),
                            ("feature", feature)):
-            keys.append(totals[(DAY, scope, day, key)])
-            keys.append(totals[(MONTH, scope, month, key)])
-        for acc in keys:
-            for i, value in enumerate(values):
-                acc[i] += value
+            for bucket_key in ((DAY, scope, day, key), (MONTH, scope, month, key)):
+                acc = totals[bucket_key]
+                acc[:] = [a + b for a, b in zip(acc, values)]
     return daily, totals
 
 
