@@ -59,8 +59,7 @@ USAGE = st.one_of(
 
 
 def test_malformed_provider_usage_never_loses_a_call(database_url, make_tracker):
-    """Hypothesis: usage dicts with None/strings/negatives/floats/huge/missing fields, batch after batch through
-    emit → writer → database: one row per call, exactly the normalised counts, counters consistent."""
+    """Hypothesis: usage with None/strings/negatives/NaN/huge/missing fields → one row per call, exact counts."""
     tracker = make_tracker(database_url)
     total = {"rows": 0, "tokens": 0}
 
@@ -99,8 +98,7 @@ def test_malformed_provider_usage_never_loses_a_call(database_url, make_tracker)
     pytest.param({}, id="empty"),
 ])
 def test_a_real_call_with_malformed_usage_is_recorded_once(database_url, make_tracker, usage):
-    """The server sends malformed usage to a real DSPy Predict: whether DSPy accepts it or raises on it, the
-    LM call is stored exactly once — with the usable counts, or as a failed call with DSPy's error."""
+    """Malformed usage from the server: one row per LM call, with the usable counts or as a failed call."""
     tracker = make_tracker(database_url)
     raised = None
     with FakeLLMServer() as server:
@@ -128,8 +126,7 @@ def _all_rows(tracker) -> list[dict]:
 
 
 def test_absurd_token_counts_are_stored_as_unreported_and_the_maximum_exactly(database_url, make_tracker):
-    """Counts beyond MAX_TOKENS_PER_CALL are corrupt: stored as unreported (not 0, not a crash); the largest
-    accepted count is stored exactly in the 64-bit columns."""
+    """Counts beyond MAX_TOKENS_PER_CALL are stored as unreported; the largest accepted count is stored exactly."""
     tracker = make_tracker(database_url)
     absurd = observed({"prompt_tokens": 10**15, "completion_tokens": 10**15, "total_tokens": 2 * 10**15})
     biggest = observed({"prompt_tokens": MAX_TOKENS_PER_CALL, "completion_tokens": 1,
@@ -145,8 +142,7 @@ def test_absurd_token_counts_are_stored_as_unreported_and_the_maximum_exactly(da
 
 
 def test_many_calls_at_the_maximum_count_in_one_hour_all_land(database_url, make_tracker):
-    """100 priced calls each reporting MAX_TOKENS_PER_CALL prompt tokens in one hour: every row is stored (the
-    hourly counters must not overflow into a rejected batch)."""
+    """100 priced calls at MAX_TOKENS_PER_CALL in one hour all land (hourly cost counters do not overflow)."""
     tracker = make_tracker(database_url)
     calls = [observed({"prompt_tokens": MAX_TOKENS_PER_CALL, "completion_tokens": 1}) for _ in range(100)]
     for call in calls:
@@ -160,8 +156,7 @@ def test_many_calls_at_the_maximum_count_in_one_hour_all_land(database_url, make
 
 @pytest.mark.parametrize("bad", ["alice", "12abc", -1, 2**63, 1.5, True, "", [42]])
 def test_non_numeric_ids_are_refused_where_they_are_written(database_url, make_tracker, bad):
-    """usage_context, guard() and check() reject a non-numeric or out-of-range id with a ConfigurationError
-    naming the argument — before any database work, and without recording anything."""
+    """usage_context, guard() and check() refuse a bad id with a ConfigurationError naming it, before any DB work."""
     tracker = make_tracker(database_url, parse_config({"user_limit": 1000}, "ids"))
     with pytest.raises(ConfigurationError, match="user_id"):
         usage_context(user_id=bad)
@@ -195,8 +190,7 @@ NASTY = "chat'); DROP TABLE token_usage; -- \"quoted\" \\ back`tick` 💥 %s ?"
 
 
 def test_feature_and_session_with_quotes_and_sql_are_stored_verbatim(database_url, make_tracker):
-    """A feature name and a session id carrying quotes, SQL, backslashes, placeholders and emoji are stored and
-    reported verbatim; the table survives."""
+    """A feature and session id full of quotes, SQL, backslashes and emoji are stored and reported verbatim."""
     tracker = make_tracker(database_url)
     session = "s'; DELETE FROM token_usage; --"
     with FakeLLMServer() as server:
@@ -225,8 +219,7 @@ def test_feature_and_session_with_quotes_and_sql_are_stored_verbatim(database_ur
                  id="contradictory-duplicate-labels"),
 ])
 def test_a_broken_models_json_on_reload_keeps_the_limits_in_force(database_url, make_tracker, tmp_path, text):
-    """reload_config() on a malformed models.json raises ConfigurationError naming the file, and the previous
-    limits stay enforced (a broken file never means "unlimited")."""
+    """reload_config() on a malformed models.json raises naming the file; the previous limits stay enforced."""
     path = tmp_path / "models.json"
     path.write_text('{"user_limit": 1000}')
     tracker = make_tracker(database_url, str(path))
@@ -257,8 +250,7 @@ def test_a_broken_bypass_file_on_reload_keeps_the_previous_list(database_url, ma
 
 
 def test_a_bypassed_user_over_every_limit_is_admitted_and_recorded(database_url, make_tracker, tmp_path):
-    """Contradictory settings — a user over the user, guild and global limits who is also on the bypass list —
-    resolve to the bypass: admitted, and the call is still recorded against them."""
+    """A bypassed user over the user, guild and global limits is admitted and still recorded."""
     bypass = tmp_path / "token_bypasses.json"
     bypass.write_text('{"users": [7]}')
     tracker = make_tracker(database_url, parse_config({"user_limit": 1, "guild_limit": 1, "global_limit": 1},

