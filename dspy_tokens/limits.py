@@ -274,39 +274,44 @@ class Limiter:
                            expires_at=now + timedelta(seconds=self.config.reservation_ttl_seconds)).execute()
         return rid
 
-    def _reserved(self, rules, user_id, guild_id, now) -> dict[tuple, tuple[int, int]]:
-        """Active reservations per (scope, model) — read before the counters, so a run settling in between is
-        counted twice (safe), never zero times."""
-        db, p = self.store.db, self.store.db.param
-        exprs, params = [], []
-        wanted = sorted({(r.scope, r.model) for r in rules}, key=str)
-        for scope, model in wanted:
-            conds = {SCOPE_USER: f"user_id = {p}", SCOPE_GUILD: f"guild_id = {p}"}.get(scope, "1 = 1")
-            cond_params = {SCOPE_USER: [user_id], SCOPE_GUILD: [guild_id]}.get(scope, [])
+    def _read(self, rules, user_id, guild_id, now) -> tuple[dict, dict]:
+        """Active reservations per (scope, model) and window sums per counter query, in ONE statement: one
+        round trip, and one snapshot, so a run settling meanwhile is never counted zero times."""
+        p = self.store.db.param
+        parts, params = [], []
+        held_keys = sorted({(r.scope, r.model) for r in rules}, key=str)
+        expires = self.store.models.Reservation.expires_at.db_value(now)
+        for scope, model in held_keys:
+            where, args = f"expires_at > {p}", [expires]
+            if scope in (SCOPE_USER, SCOPE_GUILD):
+                where += f" AND {scope}_id = {p}"
+                args.append(user_id if scope == SCOPE_USER else guild_id)
             if model is not None:
-                conds += f" AND model = {p}"
-                cond_params = cond_params + [model]
-            for column in ("tokens", "cost_pusd"):
-                exprs.append(f"COALESCE(SUM(CASE WHEN {conds} THEN {column} ELSE 0 END), 0)")
-                params += cond_params
-        created = self.store.models.Reservation.expires_at.db_value(now)
-        row = db.execute_sql(f"SELECT {', '.join(exprs)} FROM token_reservations WHERE expires_at > {p}",
-                             (*params, created)).fetchone()
-        return {key: (int(row[2 * i]), int(row[2 * i + 1])) for i, key in enumerate(wanted)}
+                where += f" AND model = {p}"
+                args.append(model)
+            parts.append(f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), 0 "
+                         f"FROM token_reservations WHERE {where}")
+            params += args
+        used_keys = sorted({self._counter_key(r, user_id, guild_id, now) for r in rules}, key=str)
+        for scope, scope_id, model, start in used_keys:
+            table, extra, args = "token_usage_counters", "", [scope, scope_id, start]
+            if model is not None:
+                table, extra, args = "token_usage_model_counters", f" AND model = {p}", [scope, scope_id, model, start]
+            parts.append(f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), "
+                         f"COALESCE(SUM(unpriced_calls), 0) FROM {table} "
+                         f"WHERE scope = {p} AND scope_id = {p}{extra} AND hour >= {p}")
+            params += args
+        # One row per part; the parts are scalar aggregates, so UNION ALL keeps their order on every backend.
+        sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS q{i}" for i, part in enumerate(parts))
+        rows = [tuple(int(v) for v in row) for row in self.store.db.execute_sql(sql, params).fetchall()]
+        held = {key: rows[i][:2] for i, key in enumerate(held_keys)}
+        used = {key: rows[len(held_keys) + i] for i, key in enumerate(used_keys)}
+        return held, used
 
-    def _used(self, rule: Rule, scope_id: int, start_hour: int) -> tuple[int, int, int]:
-        db, p = self.store.db, self.store.db.param
-        if rule.model is None:
-            sql = (f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(unpriced_calls), 0) "
-                   f"FROM token_usage_counters WHERE scope = {p} AND scope_id = {p} AND hour >= {p}")
-            params = (rule.scope, scope_id, start_hour)
-        else:
-            sql = (f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), COALESCE(SUM(unpriced_calls), 0) "
-                   f"FROM token_usage_model_counters WHERE scope = {p} AND scope_id = {p} AND model = {p} "
-                   f"AND hour >= {p}")
-            params = (rule.scope, scope_id, rule.model, start_hour)
-        tokens, cost, unpriced = db.execute_sql(sql, params).fetchone()
-        return int(tokens), int(cost), int(unpriced)
+    @staticmethod
+    def _counter_key(rule: Rule, user_id, guild_id, now) -> tuple:
+        scope_id = {SCOPE_USER: user_id, SCOPE_GUILD: guild_id}.get(rule.scope, 0)
+        return rule.scope, scope_id, rule.model, _window_start(rule, now)
 
     def _rolling_reset(self, rule: Rule, scope_id: int, start_hour: int, must_free: int, now: datetime):
         """When enough of the oldest usage has left the window to fit the request (None: never by itself)."""
@@ -326,12 +331,12 @@ class Limiter:
         return None
 
     def _evaluate(self, rules, user_id, guild_id, tokens, cost, now, mode) -> LimitDecision:
-        reserved = self._reserved(rules, user_id, guild_id, now)
+        reserved, window_sums = self._read(rules, user_id, guild_id, now)
         results = []
         for rule in rules:
-            scope_id = {SCOPE_USER: user_id, SCOPE_GUILD: guild_id}.get(rule.scope, 0)
-            start = _window_start(rule, now)
-            used_tokens, used_cost, unpriced = self._used(rule, scope_id, start)
+            key = self._counter_key(rule, user_id, guild_id, now)
+            _, scope_id, _, start = key
+            used_tokens, used_cost, unpriced = window_sums[key]
             held_tokens, held_cost = reserved[(rule.scope, rule.model)]
             used, held, need = ((used_tokens, held_tokens, tokens) if rule.metric == TOKENS
                                 else (used_cost, held_cost, cost))
