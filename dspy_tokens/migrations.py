@@ -39,10 +39,23 @@ def _rollups(db, models) -> None:
     create_tables(db, dialect(db))
 
 
+def _covering_counter_indexes(db, models) -> None:
+    # A limit check sums up to 24 × days + 1 counter rows per rule: read them from the index alone.
+    kind = dialect(db)
+    if kind == "mysql":
+        return  # InnoDB tables are clustered on their primary key: the counters already are that index
+    for table, key in (("token_usage_counters", "scope, scope_id, hour"),
+                       ("token_usage_model_counters", "scope, scope_id, model, hour")):
+        columns = "tokens, cost_pusd, unpriced_calls"
+        spec = f"({key}) INCLUDE ({columns})" if kind == "postgresql" else f"({key}, {columns})"
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_window ON {table} {spec}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
     Migration(3, "reports: daily usage cube and per-scope day/month rollups", _rollups),
+    Migration(4, "limits: covering indexes for window sums", _covering_counter_indexes),
 )
 LATEST = MIGRATIONS[-1].version
 
