@@ -17,10 +17,13 @@ model count against token rules but their dollars are unknown (``decision.unpric
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+import re
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -143,6 +146,7 @@ class Limiter:
     def __init__(self, store, config: Config, bypasses: Bypasses, prices: PriceBook):
         self.store, self.config, self.bypasses, self.prices = store, config, bypasses, prices
         self.rules = rules_from_config(config)
+        self._prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> statement names
 
     # -- public ------------------------------------------------------------------------------------
     def check(self, user_id=None, guild_id=None, *, model=None, estimate=None, role_ids=(), now=None) -> LimitDecision:
@@ -303,10 +307,26 @@ class Limiter:
             params += args
         # One row per part; the parts are scalar aggregates, so UNION ALL keeps their order on every backend.
         sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS q{i}" for i, part in enumerate(parts))
-        rows = [tuple(int(v) for v in row) for row in self.store.db.execute_sql(sql, params).fetchall()]
+        rows = [tuple(int(v) for v in row) for row in self._query(sql, params)]
         held = {key: rows[i][:2] for i, key in enumerate(held_keys)}
         used = {key: rows[len(held_keys) + i] for i, key in enumerate(used_keys)}
         return held, used
+
+    def _query(self, sql: str, params: list) -> list[tuple]:
+        """Run the window query; on PostgreSQL as a prepared statement (planning it costs more than running it)."""
+        db = self.store.db
+        if self.store.dialect != "postgresql":
+            return db.execute_sql(sql, params).fetchall()
+        connection = db.connection()
+        prepared = self._prepared.setdefault(connection, set())
+        name = "dspy_tokens_window_" + hashlib.sha1(sql.encode()).hexdigest()[:16]
+        cursor = db.cursor()
+        if name not in prepared:
+            numbered = re.sub(r"%s", lambda _, n=iter(range(1, len(params) + 1)): f"${next(n)}", sql)
+            cursor.execute(f"PREPARE {name} AS {numbered}")
+            prepared.add(name)
+        cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+        return cursor.fetchall()
 
     @staticmethod
     def _counter_key(rule: Rule, user_id, guild_id, now) -> tuple:
