@@ -399,10 +399,10 @@ def test_predictor_with_its_own_lm_is_recorded_under_that_model(sqlite_tracker, 
 def test_parallel_straggler_duplicates_are_all_recorded(sqlite_tracker):
     """dspy.Parallel resubmits stragglers without cancelling them: every answered (billed) request has a row."""
     with FakeLLMServer(delay=1.5) as server:  # slower than the timeout: both items are resubmitted
-        run_stragglers(sqlite_tracker, server)
+        assert_every_straggler_recorded(sqlite_tracker, server)
 
 
-def run_stragglers(sqlite_tracker, server):
+def assert_every_straggler_recorded(sqlite_tracker, server):
     predict = dspy.Predict("question -> answer")
     with dspy.context(lm=server.lm(), callbacks=[sqlite_tracker]):
         results = dspy.Parallel(num_threads=4, timeout=1, straggler_limit=3, disable_progress_bar=True)(
