@@ -13,7 +13,7 @@ import pytest
 
 from dspy_tokens import ConfigurationError, TokenLimitExceeded
 from dspy_tokens.config import parse_config
-from dspy_tokens.testing import Reply, usage_row
+from dspy_tokens.testing import usage_row
 from conftest import stored_rows
 
 NOW = datetime(2026, 11, 23, 15, 30, tzinfo=timezone.utc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import sqlite3
 import threading
 import time
@@ -20,7 +19,7 @@ from playhouse.db_url import parse
 
 from dspy_tokens import usage_context
 from dspy_tokens.store import Store
-from dspy_tokens.testing import Reply
+from dspy_tokens.testing import Reply, TcpProxy, via_proxy
 from helpers import (
     GPT4O_MINI, answered, assert_rows_match_requests, hand_cost, question, sent, stored_rows, tokens, wait_until,
 )
@@ -253,71 +252,6 @@ def test_sqlite_locked_mid_stream_loses_and_duplicates_nothing(make_tracker, sql
     assert not list(spill.glob("rejected-*")) if spill.is_dir() else True
 
 
-class CuttableProxy:
-    """A TCP proxy to a database server whose link can be cut (every connection dropped, new ones closed at once)
-    and restored: a real network outage, deterministic."""
-
-    def __init__(self, host: str, port: int):
-        self.target = (host, port)
-        self.up = True
-        self._links: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._links += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self):
-        self.up = False
-        with self._lock:
-            links, self._links = self._links, []
-        for s in links:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def restore(self):
-        self.up = True
-
-    def close(self):
-        self.cut()
-        self._listener.close()
-
-
 @pytest.mark.parametrize("database_url", [
     pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)],
     indirect=True)
@@ -325,25 +259,23 @@ def test_network_outage_mid_stream_loses_and_duplicates_nothing(make_tracker, da
     """The database link cut mid-stream and restored: the calls made meanwhile are written exactly once after it
     comes back, counters included."""
     params = parse(database_url)
-    proxy = CuttableProxy(params["host"], params["port"])
-    scheme, rest = database_url.split("://", 1)
-    credentials = rest.split("@", 1)[0]
-    proxied = f"{scheme}://{credentials}@127.0.0.1:{proxy.port}/{params['database']}"
+    proxy = TcpProxy(params["host"], params["port"]).start()
+    proxied = via_proxy(database_url, proxy)
     try:
         tracker = make_tracker(proxied, spill_dir=tmp_path / "spill")
         ask(tracker, server, 2, user_id=1)
         assert tracker.flush(timeout=10)
-        proxy.cut()
+        proxy.stop()  # every connection dropped, new ones refused
         ask(tracker, server, 3, start=2, user_id=1)
         assert tracker.flush(timeout=0.5) is False
-        proxy.restore()
+        proxy.start()
         assert tracker.flush(timeout=20), tracker.writer.last_error
         rows = stored_rows(tracker)
         assert len(rows) == 5 == len({r["call_uuid"] for r in rows})
         assert_rows_match_requests(rows, server)
         assert_counters_match_rows(tracker)
     finally:
-        proxy.close()
+        proxy.stop()
 
 
 # -- no database I/O on the caller's thread ------------------------------------------------------------------------

@@ -16,7 +16,9 @@ import pytest
 from dspy_tokens import TokenTracker, usage_context
 from dspy_tokens.config import parse_config
 from dspy_tokens.testing import FakeLLMServer
-from rel_support import TcpProxy, count_rows, counter_totals, host_port, spill_files, token_sums, via_proxy
+from rel_support import count_rows, counter_totals, host_port, spill_files, token_sums
+
+from dspy_tokens.testing import TcpProxy, via_proxy
 
 SERVERS = pytest.mark.parametrize("database_url", ["postgres", "mysql"], indirect=True)
 LIMITS = {"user_limit": 10**9, "guild_limit": 10**10}
