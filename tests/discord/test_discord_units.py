@@ -125,21 +125,9 @@ def test_chart_is_a_png():
 
 
 # -- data ----------------------------------------------------------------------------------------------
-class _OlderCore:
-    """The tracker as an older core without report methods: data.py must use its own Peewee queries."""
-
-    def __init__(self, inner):
-        self._inner = inner
-
-    def __getattr__(self, name):
-        if name in ("summary", "breakdown", "top"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-
-@pytest.fixture(params=["core-reports", "peewee-fallback"])
-def seeded(request, make_tracker, sqlite_url):
-    """The same seeded usage, read through the core's report methods and through the built-in queries."""
+@pytest.fixture
+def seeded(make_tracker, sqlite_url):
+    """Seeded usage, read through the core's report methods."""
     tracker = make_tracker(sqlite_url)
     seed(tracker,
          usage_row(user_id=ALICE, tokens=100, prompt=70, cached=30, reasoning=4, cost="0.001",
@@ -148,7 +136,7 @@ def seeded(request, make_tracker, sqlite_url):
          usage_row(user_id=BOB, tokens=300, cost="0.003", model="openai/gpt-4o"),
          usage_row(user_id=CAROL, tokens=1000, cost="0.01", guild_id=OTHER_GUILD_ID),
          usage_row(user_id=BOB, tokens=7, cost="0.5", created_at=NOW - timedelta(days=40)))
-    return tracker if request.param == "core-reports" else _OlderCore(tracker)
+    return tracker
 
 
 def test_summary_numbers(seeded):
@@ -185,25 +173,6 @@ def test_recent_calls_newest_first(seeded):
     """recent_calls() lists a user's calls newest first, with feature, model and tokens."""
     calls = data.recent_calls(seeded, user_id=ALICE)
     assert [(c.feature, c.total_tokens) for c in calls] == [("chat", 50), ("ask", 100)]
-
-
-class _OtherSignature(_OlderCore):
-    """A core whose report methods take other arguments than the ones data.py passes."""
-
-    def __getattr__(self, name):
-        if name in ("summary", "breakdown", "top"):
-            return lambda *args, **kwargs: (_ for _ in ()).throw(TypeError(f"{name}() got an unexpected keyword"))
-        return getattr(self._inner, name)
-
-
-def test_report_methods_with_another_signature_fall_back(make_tracker, sqlite_url, caplog):
-    """If the core's report methods reject our call, the built-in query answers and a warning is logged."""
-    tracker = make_tracker(sqlite_url)
-    seed(tracker, usage_row(user_id=ALICE, tokens=42))
-    data._unfit.clear()
-    assert data.summary(_OtherSignature(tracker), since=None).total_tokens == 42
-    assert [g.key for g in data.top(_OtherSignature(tracker), "user", since=None)] == [ALICE]
-    assert "tracker.summary does not accept" in caplog.text
 
 
 # -- the example bot -----------------------------------------------------------------------------------

@@ -2,9 +2,8 @@
 
 All functions here are **blocking** (database reads): call them through ``asyncio.to_thread`` — the cog does.
 They use the core's report methods (``tracker.summary/breakdown/top``, served from rollup tables: fast at
-millions of rows) when the installed dspy-tokens has them, and otherwise aggregate ``TokenUsage`` rows with
-Peewee. Either way the result is one of the small frozen dataclasses below, so formatting never depends on the
-source. Rankings are by tokens everywhere (the core's breakdowns order by cost).
+millions of rows) and turn the results into the small frozen dataclasses below, which the embeds format.
+Rankings are by tokens everywhere (the core's breakdowns order by cost).
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-
-from peewee import fn
 
 log = logging.getLogger("dspy_tokens_discord")
 
@@ -67,60 +64,8 @@ def _usage(tracker):
     return tracker.store.models.TokenUsage
 
 
-def _where(model, since, until, user_id=None, guild_id=None):
-    conds = []
-    if since is not None:
-        conds.append(model.created_at >= since)
-    if until is not None:
-        conds.append(model.created_at < until)
-    if user_id is not None:
-        conds.append(model.user_id == user_id)
-    if guild_id is not None:
-        conds.append(model.guild_id == guild_id)
-    return conds
-
-
-def _filtered(query, conds):
-    return query.where(*conds) if conds else query
-
-
 def _int(value) -> int:
     return int(value or 0)
-
-
-def _money(value) -> Decimal:
-    if value is None:
-        return ZERO
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _field(obj, *names, default=None):
-    """The first of ``names`` found on ``obj`` as an attribute or a mapping key."""
-    for name in names:
-        if isinstance(obj, dict) and name in obj:
-            return obj[name]
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    return default
-
-
-_unfit: set[str] = set()
-
-
-def _report(tracker, method: str, *args, **kwargs):
-    """``tracker.<method>(...)`` when the core has report methods (dspy_tokens.reports); None when it has not, or
-    when it rejects our call (another signature): the caller then runs its own Peewee query."""
-    report = getattr(tracker, method, None)
-    if not callable(report):
-        return None
-    try:
-        return report(*args, **kwargs)
-    except TypeError:
-        if method not in _unfit:
-            _unfit.add(method)
-            log.warning("tracker.%s does not accept %s; using the built-in query instead", method,
-                        ", ".join(kwargs), exc_info=True)
-        return None
 
 
 def flush(tracker, timeout: float = FLUSH_SECONDS) -> bool:
@@ -133,46 +78,22 @@ def flush(tracker, timeout: float = FLUSH_SECONDS) -> bool:
 
 
 # -- totals --------------------------------------------------------------------------------------------
-def _totals_of(obj) -> Totals:
-    return Totals(
-        calls=_int(_field(obj, "calls")),
-        prompt_tokens=_int(_field(obj, "prompt_tokens")),
-        completion_tokens=_int(_field(obj, "completion_tokens")),
-        cached_tokens=_int(_field(obj, "cached_tokens")),
-        reasoning_tokens=_int(_field(obj, "reasoning_tokens")),
-        total_tokens=_int(_field(obj, "total_tokens")),
-        cost_usd=_money(_field(obj, "cost_usd")),
-        unpriced_calls=_int(_field(obj, "unknown_cost_calls", "unpriced_calls")),
-        active_users=_int(_field(obj, "active_users")),
-    )
+def _totals_of(found) -> Totals:
+    return Totals(calls=found.calls, prompt_tokens=found.prompt_tokens, completion_tokens=found.completion_tokens,
+                  cached_tokens=found.cached_tokens, reasoning_tokens=found.reasoning_tokens,
+                  total_tokens=found.total_tokens, cost_usd=found.cost_usd, unpriced_calls=found.unknown_cost_calls,
+                  active_users=found.active_users)
 
 
 def summary(tracker, *, since: datetime | None, until: datetime | None = None, user_id: int | None = None,
             guild_id: int | None = None) -> Totals:
     """Calls, tokens by kind, known cost, unpriced calls and active users over ``[since, until)``."""
-    found = _report(tracker, "summary", since=since, until=until, user_id=user_id, guild_id=guild_id)
-    if found is not None:
-        return _totals_of(found)
-    u = _usage(tracker)
-    unpriced = fn.SUM(u.cost_usd.is_null(True) & u.error.is_null(True))
-    query = u.select(fn.COUNT(u.id), fn.SUM(u.prompt_tokens), fn.SUM(u.completion_tokens), fn.SUM(u.cached_tokens),
-                     fn.SUM(u.reasoning_tokens), fn.SUM(u.total_tokens), fn.SUM(u.cost_usd), unpriced,
-                     fn.COUNT(u.user_id.distinct()))
-    row = _filtered(query, _where(u, since, until, user_id, guild_id)).tuples().get()
-    calls, prompt, completion, cached, reasoning, total, cost, unpriced_calls, users = row
-    return Totals(_int(calls), _int(prompt), _int(completion), _int(cached), _int(reasoning), _int(total),
-                  _money(cost), _int(unpriced_calls), _int(users))
+    return _totals_of(tracker.summary(since=since, until=until, user_id=user_id, guild_id=guild_id))
 
 
 # -- rankings and breakdowns ---------------------------------------------------------------------------
-def _group_of(obj, key) -> Group:
-    return Group(key, _int(_field(obj, "total_tokens")), _money(_field(obj, "cost_usd")), _int(_field(obj, "calls")))
-
-
-def _day_expr(tracker, u):
-    if tracker.store.dialect == "sqlite":  # stored as "YYYY-MM-DD HH:MM:SS.ffffff" (UTC)
-        return fn.SUBSTR(u.created_at, 1, 10)
-    return fn.DATE(u.created_at)
+def _group_of(found) -> Group:
+    return Group(found.key, found.total_tokens, found.cost_usd, found.calls)
 
 
 def _as_date(value) -> date | None:
@@ -202,24 +123,10 @@ def breakdown(tracker, by: str, *, since: datetime | None, until: datetime | Non
         raise ValueError(f"cannot break usage down by {by!r}")
     filters = dict(since=since, until=until, user_id=user_id, guild_id=guild_id)
     if by in ("user", "guild") and limit is not None:
-        found = _report(tracker, "top", limit, by="tokens", scope=by, **filters)
+        found = tracker.top(limit, by="tokens", scope=by, **filters)
     else:  # the core orders breakdowns by cost: take them all, rank by tokens here
-        found = _report(tracker, "breakdown", by, **filters)
-    if found is not None:
-        return _ordered([_group_of(g, _field(g, "key")) for g in found], by, limit)
-
-    u = _usage(tracker)
-    key = {"user": u.user_id, "guild": u.guild_id, "model": u.model, "feature": u.feature,
-           "day": _day_expr(tracker, u)}[by]
-    tokens = fn.COALESCE(fn.SUM(u.total_tokens), 0)
-    conds = _where(u, since, until, user_id, guild_id)
-    if by in ("user", "guild"):
-        conds.append(key.is_null(False))
-    query = _filtered(u.select(key, tokens, fn.SUM(u.cost_usd), fn.COUNT(u.id)), conds).group_by(key)
-    query = query.order_by(key) if by == "day" else query.order_by(tokens.desc(), key)
-    if limit is not None:
-        query = query.limit(limit)
-    return _ordered([Group(k, _int(t), _money(c), _int(n)) for k, t, c, n in query.tuples()], by, limit)
+        found = tracker.breakdown(by, **filters)
+    return _ordered([_group_of(g) for g in found], by, limit)
 
 
 def top(tracker, by: str = "user", *, since: datetime | None, until: datetime | None = None,
@@ -244,8 +151,9 @@ def per_day(tracker, *, since: datetime, until: datetime | None = None, user_id:
 def recent_calls(tracker, *, user_id: int, guild_id: int | None = None, limit: int = 10) -> list[CallRow]:
     """The user's last ``limit`` calls, newest first (the seed's "recent activity")."""
     u = _usage(tracker)
-    query = _filtered(u.select(u.created_at, u.total_tokens, u.feature, u.model, u.cost_usd, u.cache_hit, u.error),
-                      _where(u, None, None, user_id, guild_id))
+    query = u.select(u.created_at, u.total_tokens, u.feature, u.model, u.cost_usd, u.cache_hit, u.error)
+    query = query.where(u.user_id == user_id) if guild_id is None else \
+        query.where(u.user_id == user_id, u.guild_id == guild_id)
     query = query.order_by(u.created_at.desc(), u.id.desc()).limit(limit)
     return [CallRow(r.created_at, r.total_tokens, r.feature, r.model, r.cost_usd, bool(r.cache_hit), r.error)
             for r in query]
