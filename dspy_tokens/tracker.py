@@ -62,14 +62,16 @@ class TokenTracker(CallRecorder):
         self.prices = PriceBook(self.config)
         self.store = Store(database)
         self.limiter = Limiter(self.store, self.config, self.bypasses, self.prices)
+        self._retention_due = 0.0
+        self._retention_thread: threading.Thread | None = None
         self.writer = UsageWriter(self.store, self._to_row, Path(spill_dir) if spill_dir else default_spill_dir(self.store),
-                                  max_buffer=max_buffer, batch_size=batch_size)
+                                  max_buffer=max_buffer, batch_size=batch_size,
+                                  on_committed=self._maybe_run_retention)
         self._closed = False
         # Drain at interpreter exit without keeping the tracker alive for it.
         ref = weakref.ref(self)
         self._atexit = lambda: (t := ref()) is not None and t.close(timeout=EXIT_FLUSH_SECONDS)
         atexit.register(self._atexit)
-        self._install_retention()
 
     def __repr__(self) -> str:
         return f"TokenTracker(database={redact(self.store.url)!r})"
@@ -174,23 +176,9 @@ class TokenTracker(CallRecorder):
         keep = max(self.config.time_window_days + 1, DEFAULT_KEEP_COUNTERS_DAYS)
         return self.reports.cleanup(days, batch_size=batch_size, dry_run=dry_run, keep_counters_days=keep)
 
-    def _install_retention(self) -> None:
-        """With ``retention_days`` set, a commit by the writer starts :meth:`cleanup` on a short-lived thread,
-        at most once per ``retention_interval`` (so an idle tracker does nothing)."""
-        self._retention_due = 0.0
-        self._retention_thread: threading.Thread | None = None
-        previous = self.writer.on_committed
-        ref = weakref.ref(self)
-
-        def after_commit(batch):
-            if previous is not None:
-                previous(batch)
-            tracker = ref()
-            if tracker is not None:
-                tracker._maybe_run_retention()
-        self.writer.on_committed = after_commit
-
-    def _maybe_run_retention(self) -> None:
+    def _maybe_run_retention(self, committed_batch=None) -> None:
+        """After a commit, with ``retention_days`` set: run :meth:`cleanup` on a short-lived thread, at most once
+        per ``retention_interval`` (so an idle tracker does nothing)."""
         days = self.config.retention_days
         now = time.monotonic()
         if not days or self._closed or now < self._retention_due:
