@@ -8,6 +8,7 @@ from . import migrations
 from .counters import COUNTER_COLUMNS, MODEL_KEY, SCOPE_KEY, counter_deltas
 from .db import (dialect, executemany, insert_sql, open_database, redact, resolve_url, upsert_sql,
                  write_transaction)
+from .rollups import RollupWriter
 from .schema import bind_models
 
 ROW_COLUMNS = (
@@ -31,6 +32,7 @@ class Store:
         self._insert_sql = insert_sql(self.db, "token_usage", ROW_COLUMNS)
         self._counter_sql = upsert_sql(self.db, "token_usage_counters", SCOPE_KEY, COUNTER_COLUMNS)
         self._model_counter_sql = upsert_sql(self.db, "token_usage_model_counters", MODEL_KEY, COUNTER_COLUMNS)
+        self._rollups = RollupWriter(self.db)
         created = self.models.TokenUsage.created_at
         self._created_db_value = created.db_value
 
@@ -100,20 +102,11 @@ class Store:
                 # A fixed key order keeps concurrent writers from deadlocking on counter rows.
                 executemany(self.db, cursor, self._counter_sql, [(*k, *scoped[k]) for k in sorted(scoped)])
                 executemany(self.db, cursor, self._model_counter_sql, [(*k, *by_model[k]) for k in sorted(by_model)])
-                self._write_rollups(cursor, fresh)
+                self._rollups.write(cursor, fresh)  # report rollups, in the same transaction
             if release:
                 reservation = self.models.Reservation
                 reservation.delete().where(reservation.id.in_(list(release))).execute()
         return len(fresh)
 
-
     def close(self) -> None:
         self.reset_connection()
-
-    def _write_rollups(self, cursor, rows: list[dict]) -> None:
-        """Report rollups (rollups.py) for the fresh rows, in the insert's transaction."""
-        writer = self.__dict__.get("_rollup_writer")
-        if writer is None:
-            from .rollups import RollupWriter
-            writer = self._rollup_writer = RollupWriter(self.db)
-        writer.write(cursor, rows)
