@@ -8,7 +8,6 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
-from peewee import fn  # noqa: E402
 
 from .context import usage_context  # noqa: E402
 from .tables import render_table  # noqa: E402
@@ -60,29 +59,14 @@ def run_demo(database: str | None = None, echo=print) -> TokenTracker:
 
 
 def usage_tables(tracker: TokenTracker, limit: int = 20) -> str:
-    usage = tracker.store.models.TokenUsage
-    with tracker.store.db.connection_context():
-        sessions = (usage.select(usage.session_id, usage.user_id, fn.COUNT(usage.id), fn.SUM(usage.prompt_tokens),
-                                 fn.SUM(usage.completion_tokens), fn.SUM(usage.total_tokens), fn.SUM(usage.cost_usd),
-                                 fn.MIN(usage.created_at).alias("first"))
-                    .group_by(usage.session_id, usage.user_id).order_by(fn.MIN(usage.created_at).desc())
-                    .limit(limit).tuples())
-        users = (usage.select(usage.user_id, fn.COUNT(fn.DISTINCT(usage.session_id)), fn.COUNT(usage.id),
-                              fn.SUM(usage.total_tokens), fn.SUM(usage.cost_usd))
-                 .group_by(usage.user_id).order_by(fn.SUM(usage.total_tokens).desc()).limit(limit).tuples())
-        session_rows = [(s[:12], _id(u), c, p, o, t, _money(cost)) for s, u, c, p, o, t, cost, _ in sessions]
-        user_rows = [(_id(u), s, c, t, _money(cost)) for u, s, c, t, cost in users]
+    """The per-session and per-user tables the demo ends with, from the report API."""
+    sessions = tracker.breakdown("session", limit=limit)
+    users = sorted(tracker.breakdown("user"), key=lambda g: -g.total_tokens)[:limit]
     return "\n\n".join([
-        render_table(("session", "user", "calls", "prompt", "completion", "total", "cost"), session_rows,
-                     "Usage per session (latest first)"),
-        render_table(("user", "sessions", "calls", "total tokens", "cost"), user_rows, "Usage per user"),
+        render_table(("session", "started (UTC)", "calls", "prompt", "completion", "total", "cost"),
+                     [(str(g.key)[:12], f"{g.first_at:%H:%M:%S}", g.calls, g.prompt_tokens, g.completion_tokens,
+                       g.total_tokens, g.cost_usd) for g in sessions], "Usage per session (latest first)"),
+        render_table(("user", "calls", "prompt", "completion", "total tokens", "cost"),
+                     [(None if g.key is None else str(g.key), g.calls, g.prompt_tokens, g.completion_tokens,
+                       g.total_tokens, g.cost_usd) for g in users], "Usage per user"),
     ])
-
-
-def _money(value):
-    from decimal import Decimal
-    return None if value is None else Decimal(str(value)).quantize(Decimal("0.000001"))
-
-
-def _id(value):
-    return None if value is None else str(value)  # ids are names, not quantities: no thousands separators
