@@ -156,3 +156,28 @@ def test_errors_are_one_line_with_a_nonzero_exit_and_no_traceback(tmp_path, args
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # click's exit, no crash
+
+
+def test_demo_records_a_real_program_and_prints_the_tables(tmp_path, monkeypatch):
+    """`dspy-tokens demo` (the README's first command) runs Predict + ChainOfThought + ReAct with a tool for two
+    users, records every call (5 per user: classify, think, tool step, finish, extract) and prints both tables."""
+    from dspy_tokens.store import Store
+    from dspy_tokens.demo import USERS
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = CliRunner().invoke(main, ["demo", "--database", url])
+    assert result.exit_code == 0, result.output
+    assert "Usage per session (latest first)" in result.output and "Usage per user" in result.output
+    store = Store(url)
+    usage = store.models.TokenUsage
+    with store.db.connection_context():
+        rows = list(usage.select().order_by(usage.session_id, usage.call_index).dicts())
+    assert len(rows) == 10 and {r["user_id"] for r in rows} == {user for user, _, _ in USERS}
+    sessions = {r["session_id"] for r in rows}
+    assert len(sessions) == 2
+    for session in sessions:
+        assert [r["call_index"] for r in rows if r["session_id"] == session] == [0, 1, 2, 3, 4]
+    assert any(r["module"] and r["module"].startswith("Assistant>ReAct") for r in rows)
+    for user, _, _ in USERS:
+        assert str(user) in result.output
