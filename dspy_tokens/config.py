@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from ._ids import parse_id
 from .errors import ConfigurationError
 
 PRICE_KEYS = {
@@ -87,11 +88,6 @@ class Config:
     reservation_ttl_seconds: int = 600
     log_calls: bool = False
     fail_open: bool = True  # when the database cannot be asked: allow (and log) rather than refuse everyone
-
-    @property
-    def has_limits(self) -> bool:
-        return any(getattr(self, key) is not None for key in (*TOKEN_LIMIT_KEYS, *COST_LIMIT_KEYS)) or any(
-            value is not None for entry in self.models for value in entry.limits.values())
 
     def model_entry(self, *models: str | None) -> ModelEntry | None:
         """The first entry matching any of ``models`` (configured string first, then the provider's name)."""
@@ -267,11 +263,11 @@ def _ids(source: str, data: dict, key: str) -> frozenset[int]:
         raise ConfigurationError(source, f'"{key}"', values, "must be a list of numeric Discord ids")
     ids = []
     for value in values:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
-            raise ConfigurationError(source, f'"{key}"', value, "must contain only positive 64-bit integer ids")
-        ids.append(value)
+        try:
+            ids.append(parse_id(value))
+        except ValueError:
+            raise ConfigurationError(source, f'"{key}"', value,
+                                     "must contain only 64-bit non-negative integer ids") from None
     return frozenset(ids)
 
 

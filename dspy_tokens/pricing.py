@@ -12,8 +12,9 @@ import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
+from .capture.dspy_internals import price_map_entry, price_map_info, price_map_version
+from .capture.usage import TokenCounts
 from .config import Config, ModelPrice
-from .usage import TokenCounts
 
 log = logging.getLogger("dspy_tokens")
 
@@ -46,14 +47,12 @@ def price_map_rates(model: str | None) -> tuple[ModelPrice, str] | None:
     """Rates for ``model`` from DSPy's bundled copy of LiteLLM's price map, or None if it has none."""
     if not model:
         return None
-    from dspy.clients import model_metadata
-
     provider, name = _split_model(model)
-    info = model_metadata.model_info(provider, name) if provider else {}
+    info = price_map_info(provider, name) if provider else {}
     if not info and provider is None:
-        entry = model_metadata._load().get(name)  # bare names ("gpt-4o-mini") carry their provider inside
-        if isinstance(entry, dict) and entry.get("litellm_provider"):
-            info = model_metadata.model_info(entry["litellm_provider"], name)
+        entry = price_map_entry(name)  # bare names ("gpt-4o-mini") carry their provider inside
+        if entry is not None and entry.get("litellm_provider"):
+            info = price_map_info(entry["litellm_provider"], name)
     price = ModelPrice(
         input=_rate(info.get("input_cost_per_token")),
         output=_rate(info.get("output_cost_per_token")),
@@ -61,14 +60,6 @@ def price_map_rates(model: str | None) -> tuple[ModelPrice, str] | None:
         reasoning=_rate(info.get("output_cost_per_reasoning_token")),
     )
     return (price, name) if price.is_complete else None
-
-
-def price_map_version() -> str | None:
-    try:
-        from dspy.clients import model_metadata
-        return model_metadata.source_info().get("snapshot_version")
-    except Exception:  # pragma: no cover - informational only
-        return None
 
 
 def compute_cost(counts: TokenCounts, price: ModelPrice) -> Decimal | None:
@@ -80,6 +71,10 @@ def compute_cost(counts: TokenCounts, price: ModelPrice) -> Decimal | None:
     reasoning_rate = price.reasoning if price.reasoning is not None else price.output
     return ((counts.prompt - cached) * price.input + cached * cache_rate
             + (counts.completion - reasoning) * price.output + reasoning * reasoning_rate)
+
+
+__all__ = ["Cost", "PriceBook", "compute_cost", "price_map_rates", "price_map_version", "SOURCE_CACHE_HIT",
+           "SOURCE_CONFIG", "SOURCE_PRICE_MAP", "SOURCE_UNKNOWN"]
 
 
 class PriceBook:

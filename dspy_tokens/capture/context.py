@@ -1,0 +1,126 @@
+"""Who an LM call is for: ``usage_context`` binds user, guild, channel, feature and session.
+
+The values travel in DSPy's own context overrides (``dspy.context`` storage), because DSPy copies those into
+``dspy.Parallel``/``Evaluate`` worker threads while plain ContextVars do not reach them. asyncio tasks,
+``asyncio.to_thread`` and ``dspy.asyncify`` copy the context as well. A raw ``threading.Thread`` copies nothing:
+wrap its target with :func:`propagate`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, TypeVar
+
+from .._ids import checked_id
+from . import dspy_internals
+
+CONTEXT_KEY = "dspy_tokens_usage"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """The attribution stored on every call made inside one ``usage_context``."""
+
+    user_id: int | None = None
+    guild_id: int | None = None
+    channel_id: int | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    # Shared by every call of an explicit session, across threads: call indexes 0, 1, 2...
+    _indexes: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
+
+    def next_index(self) -> int:
+        return next(self._indexes)  # itertools.count is atomic under the GIL
+
+
+def current_attribution() -> Attribution | None:
+    """The innermost ``usage_context`` bound here, or ``None``."""
+    return dspy_internals.overrides().get(CONTEXT_KEY)
+
+
+def configured_model() -> str | None:
+    """The model of the LM configured here (``dspy.configure``/``dspy.context``): what a call made now would use."""
+    return dspy_internals.configured_model()
+
+
+def _merge(outer: Attribution | None, **values) -> Attribution:
+    given = {k: v for k, v in values.items() if v is not None}
+    for name in ("user_id", "guild_id", "channel_id"):
+        if name in given:
+            given[name] = checked_id("usage_context", name, given[name])
+    if "feature" in given:
+        given["feature"] = str(given["feature"])[:100]
+    if "session_id" in given:
+        given["session_id"] = str(given["session_id"])[:64]
+    if outer is None:
+        return Attribution(**given)
+    # Nested contexts refine the outer one; a new explicit session restarts the call index.
+    merged = replace(outer, **given)
+    return replace(merged, _indexes=itertools.count()) if "session_id" in given else merged
+
+
+class usage_context:  # noqa: N801 - used like contextlib's lower-case helpers
+    """Attribute every LM call inside to a user/guild/channel/feature, as a context manager or decorator.
+
+    ``session_id`` groups all calls inside into one session (e.g. a Discord interaction id); without it each
+    top-level DSPy module run is its own session.
+    """
+
+    def __init__(self, *, user_id: int | str | None = None, guild_id: int | str | None = None,
+                 channel_id: int | str | None = None, feature: str | None = None,
+                 session_id: str | int | None = None):
+        self._values = dict(user_id=user_id, guild_id=guild_id, channel_id=channel_id, feature=feature,
+                            session_id=session_id)
+        _merge(None, **self._values)  # validate now: a bad id fails where it is written
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> Attribution:
+        overrides = dspy_internals.overrides()
+        attribution = _merge(overrides.get(CONTEXT_KEY), **self._values)
+        # Copy-on-write, adding only our key: dspy.context() would also freeze the global config into the block.
+        new = type(overrides)(overrides)
+        new[CONTEXT_KEY] = attribution
+        self._tokens.append(dspy_internals.set_overrides(new))
+        return attribution
+
+    def __exit__(self, *exc: object) -> None:
+        dspy_internals.reset_overrides(self._tokens.pop())
+
+    async def __aenter__(self) -> Attribution:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+    def __call__(self, fn: F) -> F:
+        values = self._values
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args, **kwargs):
+                with usage_context(**values):
+                    return await fn(*args, **kwargs)
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with usage_context(**values):
+                return fn(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+
+
+def propagate(fn: F) -> F:
+    """Wrap ``fn`` so it runs with the caller's context (attribution, DSPy settings, parent call) in any thread.
+
+    Use for raw ``threading.Thread``/``ThreadPoolExecutor`` targets, which otherwise start with an empty context.
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        return ctx.copy().run(fn, *args, **kwargs)
+    return run  # type: ignore[return-value]

@@ -1,0 +1,31 @@
+"""The ``dspy-tokens`` command line (also ``python -m dspy_tokens``). Every command takes ``--database`` (default:
+$DSPY_TOKENS_DATABASE_URL, else sqlite:///dspy_tokens.db). Errors are one line on stderr and a non-zero exit,
+never a traceback. Commands use the public API only; DSPy is imported only by the commands that need it."""
+
+from __future__ import annotations
+
+import click
+
+from . import admin, data, demo, limits, report
+
+
+@click.group()
+@click.version_option(package_name="dspy-tokens")
+def main():
+    """Token usage and cost of DSPy programs: record, report, limit."""
+
+
+main.add_command(demo.demo)
+main.add_command(admin.db)
+main.add_command(limits.limits)
+main.add_command(report.report)
+main.add_command(report.top)
+main.add_command(report.session)
+main.add_command(data.export)
+main.add_command(data.cleanup)
+main.add_command(admin.prices)
+# The audit lives under `db`; the old top-level name keeps working for scripts.
+main.add_command(click.Command("rebuild-counters", callback=admin.rebuild_counters.callback,
+                               params=admin.rebuild_counters.params, help=admin.rebuild_counters.help, hidden=True))
+
+__all__ = ["main"]

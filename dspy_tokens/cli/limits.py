@@ -1,0 +1,44 @@
+"""``limits USER_ID``: would this user's next request be allowed, and why — for support staff."""
+
+from __future__ import annotations
+
+import click
+
+from .common import config_option, database_option, echo_json, json_option, one_line_errors
+from .tables import render_table
+
+
+@click.command("limits")
+@click.argument("user_id", type=int)
+@click.option("--guild", "guild_id", type=int, default=None, help="The guild (server) the request comes from.")
+@click.option("--model", default=None, help="The model the request would use (for per-model limits).")
+@click.option("--estimate", type=int, default=None, help="Tokens the request may use (default: from models.json).")
+@config_option
+@click.option("--bypasses", type=click.Path(dir_okay=False), default=None,
+              help="token_bypasses.json (default: ./token_bypasses.json when present).")
+@json_option
+@database_option
+@one_line_errors
+def limits(user_id, guild_id, model, estimate, config_path, bypasses, as_json, database):
+    """Would USER_ID's next request be allowed? The decision and every rule, for support staff."""
+    from dspy_tokens import TokenTracker  # imports DSPy (prices, the configured LM)
+
+    tracker = TokenTracker.reader(database, config_path, bypasses=bypasses)
+    decision = tracker.check(user_id, guild_id, model=model, estimate=estimate)
+    tracker.close()
+    rules = list(decision.rules)
+    if as_json:
+        echo_json({
+            "allowed": decision.allowed, "bypassed": decision.bypassed, "enforcement": decision.enforcement,
+            "message": decision.message,
+            "rules": [{"rule": d.rule, "scope": d.scope, "metric": d.metric, "used": str(d.used),
+                       "reserved": str(d.reserved), "limit": str(d.limit), "remaining": str(d.remaining),
+                       "exceeded": d.exceeded, "resets_at": d.resets_at.isoformat() if d.resets_at else None}
+                      for d in rules]})
+        return
+    verdict = "allowed" if decision.allowed else "REFUSED"
+    click.echo(f"{verdict} ({decision.enforcement}): {decision.message}")
+    if rules:
+        click.echo(render_table(("rule", "used", "reserved", "limit", "remaining", "over", "frees up"), [
+            (d.rule, d.used, d.reserved, d.limit, d.remaining, "yes" if d.exceeded else "",
+             f"{d.resets_at:%Y-%m-%d %H:%M} UTC" if d.resets_at else None) for d in rules]))

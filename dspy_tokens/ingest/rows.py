@@ -1,0 +1,77 @@
+"""From an observed call to the :class:`~dspy_tokens.store.UsageRow` stored for it (runs on the intake thread)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..capture import ObservedCall, TokenCounts, is_cache_hit, normalize_usage
+from ..pricing import SOURCE_UNKNOWN, PriceBook
+from ..store import UsageRow
+
+log = logging.getLogger("dspy_tokens")
+call_log = logging.getLogger("dspy_tokens.calls")
+
+SOURCE_NO_USAGE = "no_usage"
+
+
+def response_model_of(entry: dict) -> str | None:
+    model = entry.get("response_model")
+    if not model:
+        response = entry.get("response")
+        model = getattr(response, "model", None) if not isinstance(response, tuple) else None
+    return str(model)[:200] if model else None
+
+
+class RowBuilder:
+    """Prices and normalises observed calls into rows; ``configure`` swaps the prices (``reload_config``)."""
+
+    def __init__(self, prices: PriceBook, log_calls: bool = False):
+        self.prices, self.log_calls = prices, log_calls
+
+    def configure(self, prices: PriceBook, log_calls: bool) -> None:
+        self.prices, self.log_calls = prices, log_calls
+
+    def build(self, call: ObservedCall) -> UsageRow:
+        entry = call.entry
+        cache_hit = False
+        response_model = None
+        if entry is None:
+            counts = TokenCounts()
+        else:
+            response_model = response_model_of(entry)
+            cache_hit = is_cache_hit(entry)
+            counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"))
+            if counts.problem:
+                log.warning("dspy-tokens: call %s: %s", call.call_uuid, counts.problem)
+        if counts.reported:
+            try:
+                cost = self.prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
+                cost_usd, cost_source = cost.usd, cost.source
+            except Exception:  # a pricing bug must not lose the call: keep its tokens, the cost is unknown
+                log.exception("dspy-tokens: could not price call %s (model %r); its cost is stored as unknown",
+                              call.call_uuid, call.model)
+                cost_usd, cost_source = None, SOURCE_UNKNOWN
+        else:
+            cost_usd, cost_source = None, SOURCE_NO_USAGE
+        who = call.attribution
+        row = UsageRow(
+            call_uuid=call.call_uuid, session_id=call.session_id, call_index=call.call_index,
+            user_id=who.user_id, guild_id=who.guild_id, channel_id=who.channel_id, feature=who.feature,
+            module=call.module, model=call.model[:200], response_model=response_model,
+            prompt_tokens=counts.prompt, completion_tokens=counts.completion, total_tokens=counts.total,
+            cached_tokens=counts.cached, reasoning_tokens=counts.reasoning, cost_usd=cost_usd,
+            cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported, error=call.error,
+            latency_ms=call.latency_ms, created_at=call.created_at)
+        if self.log_calls:
+            log_row(row)
+        return row
+
+
+def log_row(row: UsageRow) -> None:
+    """One line per call: ``[Token Usage] feature | model | In: 245 Out: 89 | Cost: $0.00009 | 1234ms``."""
+    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.5f}"
+    tokens_in = "?" if row.prompt_tokens is None else row.prompt_tokens
+    tokens_out = "?" if row.completion_tokens is None else row.completion_tokens
+    extra = " (cache hit)" if row.cache_hit else (f" (error: {row.error})" if row.error else "")
+    call_log.info("[Token Usage] %s | %s | In: %s Out: %s | Cost: %s | %sms%s", row.feature or "-",
+                  row.model, tokens_in, tokens_out, cost, row.latency_ms, extra)

@@ -1,0 +1,11 @@
+"""Limits: rules from models.json and the decisions made from them, before the LLM runs. Policy only: every read
+and hold goes through :attr:`Store.windows <dspy_tokens.store.Store.windows>`."""
+
+from .decision import LimitDecision
+from .guard import Guard
+from .limiter import Limiter
+from .messages import describe
+from .rules import COST, DAY, MONTH, ROLLING, TOKENS, Rule, rules_from_config
+
+__all__ = ["COST", "DAY", "Guard", "LimitDecision", "Limiter", "MONTH", "ROLLING", "Rule", "TOKENS", "describe",
+           "rules_from_config"]

@@ -1,0 +1,114 @@
+"""Periods (all UTC) and how a range is cut into spans the store can answer cheaply.
+
+Calendar periods are the whole UTC calendar unit that contains now: ``"today"`` is ``[00:00, next 00:00)``,
+``"week"`` ``[Monday 00:00, next Monday 00:00)``, ``"month"`` ``[the 1st 00:00, the next 1st 00:00)``.
+``"all"`` / ``None`` is everything. A ``timedelta`` (or ``"7d"``, ``"24h"``) is rolling and open-ended: every row
+from ``now - delta`` on. ``since=`` / ``until=`` give an explicit half-open range ``[since, until)`` (UTC-aware
+datetimes, or dates meaning 00:00 UTC; either may be omitted); ``since`` excludes ``period``, ``until`` overrides
+a calendar period's end. A row belongs to a range when ``since <= created_at < until``: a call at
+23:59:59.999999 yesterday is not "today", one at 00:00:00 is.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+
+from ..store.spans import RAW, Span
+from ..store.units import GRAIN_DAY, GRAIN_MONTH, date_of_day, day_of, day_of_month, midnight_of_day, month_of
+
+PERIODS = ("today", "week", "month", "all")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_period(period):
+    """``"today" | "week" | "month" | "all" | None``, a ``timedelta``, or ``"<N>d"`` / ``"<N>h"`` (rolling)."""
+    if period is None or isinstance(period, timedelta) or period in PERIODS:
+        return period
+    match = re.fullmatch(r"\s*(\d+)\s*([dh])\s*", str(period))
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"period {period!r} is not one of {', '.join(PERIODS)}, or a rolling length "
+                         "like 7d or 24h")
+    amount = int(match.group(1))
+    return timedelta(days=amount) if match.group(2) == "d" else timedelta(hours=amount)
+
+
+def _aware(name: str, value) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name}={value!r} is naive; pass a timezone-aware datetime (e.g. tzinfo=timezone.utc)")
+        return value.astimezone(timezone.utc)
+    if isinstance(value, date):
+        return datetime.combine(value, dtime(), timezone.utc)
+    raise ValueError(f"{name} must be a datetime or a date, got {value!r}")
+
+
+def period_bounds(period=None, since=None, until=None, now: datetime | None = None):
+    """The UTC range ``(since, until)`` a period means (None = unbounded); see the module docstring."""
+    period = parse_period(period)
+    if period is not None and since is not None:
+        raise ValueError("give either a period or since=, not both")
+    now = (now or utc_now()).astimezone(timezone.utc)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start, end = None, None
+    if isinstance(period, timedelta):
+        if period <= timedelta(0):
+            raise ValueError(f"a rolling period must be positive, got {period}")
+        start = now - period
+    elif period == "today":
+        start, end = midnight, midnight + timedelta(days=1)
+    elif period == "week":
+        start = midnight - timedelta(days=now.weekday())
+        end = start + timedelta(days=7)
+    elif period == "month":
+        start = midnight.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    else:
+        start = _aware("since", since)
+    if until is not None:
+        end = _aware("until", until)
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
+    return start, end
+
+
+def plan_spans(since: datetime | None, until: datetime | None, months: bool = True,
+               now: datetime | None = None) -> list[Span]:
+    """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days.
+
+    With an open end and ``now``, months that start after ``now`` are not split off: ``today`` is then one open
+    span of day buckets rather than the rest of this month's days plus all future months."""
+    first_day = None if since is None else day_of(since) + (0 if since == midnight_of_day(day_of(since)) else 1)
+    end_day = None if until is None else day_of(until)
+    if first_day is not None and end_day is not None and first_day >= end_day:
+        return [Span(RAW, since, until)]  # inside one day
+    spans = []
+    if since is not None and first_day is not None and since < midnight_of_day(first_day):
+        spans.append(Span(RAW, since, midnight_of_day(first_day)))
+    if until is not None and end_day is not None and midnight_of_day(end_day) < until:
+        spans.append(Span(RAW, midnight_of_day(end_day), until))
+    days: list[tuple] = [(first_day, end_day)]
+    if months:
+        first_month = None
+        if first_day is not None:
+            start = date_of_day(first_day)
+            first_month = month_of(start) + (0 if start.day == 1 else 1)
+        end_month = None if end_day is None else month_of(date_of_day(end_day))
+        future = end_month is None and now is not None and first_month is not None and first_month > month_of(now)
+        if not future and (first_month is None or end_month is None or first_month < end_month):
+            spans.append(Span(GRAIN_MONTH, first_month, end_month))
+            days = []
+            if first_month is not None:
+                days.append((first_day, day_of_month(first_month)))
+            if end_month is not None:
+                days.append((day_of_month(end_month), end_day))
+    for lo, hi in days:
+        if lo is None or hi is None or lo < hi:
+            spans.append(Span(GRAIN_DAY, lo, hi))
+    return spans

@@ -1,0 +1,122 @@
+"""What reports return: exact ``Decimal`` money, UTC-aware times, ``to_dict()`` ready for JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TypedDict
+
+from ..store.units import usd
+
+
+def decimal_text(value: Decimal) -> str:
+    """``Decimal`` as plain positional text without trailing zeros: 0.000045, 12, 0."""
+    text = format(value.normalize(), "f")
+    return "0" if text == "-0" else text
+
+
+def to_json_value(value: Any) -> Any:
+    """Money as a decimal string, times and dates as ISO 8601; everything else unchanged."""
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Usage of a set of calls. ``cost_usd`` covers the priced calls only; ``unknown_cost_calls`` counts the
+    answered calls whose price is unknown (never counted as $0); failed calls are in ``errors``."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    unknown_cost_calls: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+
+    @property
+    def cost_complete(self) -> bool:
+        """True when every answered call had a known price."""
+        return self.unknown_cost_calls == 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready: money as a decimal string, times as ISO 8601."""
+        return {f.name: to_json_value(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Summary(Totals):
+    """:class:`Totals` of a period, plus how many distinct users made calls in it. ``until`` None: open."""
+
+    active_users: int = 0
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Group(Totals):
+    """One line of a breakdown: ``key`` is a user/guild id (int), a model or feature name, a ``date`` or a
+    session id; ``None`` groups calls without one. Sessions also carry their first and last call times."""
+
+    by: str = ""
+    key: object = None
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    """What :meth:`Reports.cleanup` deleted (or, with ``dry_run``, would delete)."""
+
+    cutoff: datetime
+    rows: int
+    counters_cutoff: datetime
+    counter_rows: int
+    batches: int
+    dry_run: bool
+
+    def to_dict(self) -> dict:
+        return {k: to_json_value(v) for k, v in asdict(self).items()}
+
+
+class CallRecord(TypedDict):
+    """One stored call, as :meth:`Reports.session` and :meth:`Reports.recent_calls` return it."""
+
+    id: int
+    call_uuid: str
+    session_id: str
+    call_index: int
+    user_id: int | None
+    guild_id: int | None
+    channel_id: int | None
+    feature: str | None
+    module: str | None
+    model: str
+    response_model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: Decimal | None
+    cost_source: str
+    cache_hit: bool
+    usage_reported: bool
+    error: str | None
+    latency_ms: int | None
+    created_at: datetime
+
+
+def totals_fields(values: list[int]) -> dict:
+    """Constructor arguments of :class:`Totals` from store measures (MEASURES order)."""
+    calls, prompt, completion, total, cached, reasoning, pico, unpriced, hits, errors = values
+    return dict(calls=calls, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total,
+                cached_tokens=cached, reasoning_tokens=reasoning, cost_usd=usd(pico), unknown_cost_calls=unpriced,
+                cache_hits=hits, errors=errors)

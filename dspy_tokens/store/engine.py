@@ -1,0 +1,183 @@
+"""``Store``: one database — its schema, the batched idempotent write path, and the readers built on it.
+
+Every failure leaves this package as a :class:`~dspy_tokens.StorageError` (``StorageUnavailable``: keep the data
+and retry; ``StorageRejected``: the data itself was refused), with the driver's exception as its cause.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Sequence
+
+from . import aggregates, migrations, rebuild
+from ._db import classify, dialect, open_database, redact, resolve_url, write_transaction
+from ._sql import executemany, insert_sql, upsert_sql
+from .prune import Pruner
+from .records import Records
+from .rows import ROW_COLUMNS, UsageRow
+from .schema import bind_models, stored_time
+from .spans import SpanReader
+from .units import COUNTER_MEASURES, MEASURES
+from .windows import LimitWindows
+
+LOOKUP_CHUNK = 500
+_CREATED_AT = ROW_COLUMNS.index("created_at")
+_COST = ROW_COLUMNS.index("cost_usd")
+
+
+class Store:
+    """One database, by URL (default: ``$DSPY_TOKENS_DATABASE_URL``, else ``sqlite:///dspy_tokens.db``)."""
+
+    def __init__(self, url: str | None = None):
+        self.url = resolve_url(url)
+        self.db = open_database(self.url)
+        self.dialect = dialect(self.db)
+        self.models = bind_models(self.db)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        kind, p = self.dialect, self.db.param
+        self._insert_sql = insert_sql(kind, p, "token_usage", ROW_COLUMNS)
+        self._upserts = (
+            ("counters", upsert_sql(kind, p, "token_usage_counters", ("scope", "scope_id", "hour"),
+                                    COUNTER_MEASURES)),
+            ("model_counters", upsert_sql(kind, p, "token_usage_model_counters",
+                                          ("scope", "scope_id", "model", "hour"), COUNTER_MEASURES)),
+            ("daily", upsert_sql(kind, p, "token_usage_daily", ("day", "user_id", "guild_id", "model", "feature"),
+                                 MEASURES)),
+            ("rollups", upsert_sql(kind, p, "token_usage_rollups", ("grain", "scope", "bucket", "scope_key"),
+                                   MEASURES)),
+        )
+
+    def __repr__(self) -> str:
+        return f"Store({redact(self.url)!r})"
+
+    @property
+    def redacted_url(self) -> str:
+        return redact(self.url)
+
+    # -- readers (SQL for limits, reports and records lives in their own modules) -------------------------
+    @functools.cached_property
+    def windows(self) -> LimitWindows:
+        """Limit windows, locks and reservations."""
+        return LimitWindows(self)
+
+    @functools.cached_property
+    def spans(self) -> SpanReader:
+        """Report aggregates per span."""
+        return SpanReader(self)
+
+    @functools.cached_property
+    def records(self) -> Records:
+        """Per-call reads: sessions, recent calls, export pages."""
+        return Records(self)
+
+    @functools.cached_property
+    def pruning(self) -> Pruner:
+        """Retention deletes."""
+        return Pruner(self)
+
+    # -- schema and connection ------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create or migrate the schema once per process (idempotent, safe across processes)."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                try:
+                    migrations.migrate(self.db, self.models)
+                except Exception as exc:
+                    self.reset_connection()
+                    raise classify(exc, self.ping) from exc
+                self._schema_ready = True
+
+    def migrate(self) -> list[migrations.Migration]:
+        """Apply pending migrations now; returns those applied."""
+        applied = migrations.migrate(self.db, self.models)
+        self._schema_ready = True
+        return applied
+
+    def migration_status(self):
+        return migrations.status(self.db, self.models)
+
+    def rebuild_counters(self) -> dict[str, int]:
+        """Recompute the hourly limit counters from the raw rows (writers wait meanwhile)."""
+        self.ensure_schema()
+        return rebuild.rebuild_counters(self.db, self.models)
+
+    def connect(self) -> None:
+        """Make sure the schema exists and this thread has a connection."""
+        self.ensure_schema()
+        self.db.connect(reuse_if_open=True)
+
+    def ping(self) -> bool:
+        try:
+            self.db.connect(reuse_if_open=True)
+            self.db.execute_sql("SELECT 1")
+            return True
+        except Exception:
+            self.reset_connection()
+            return False
+
+    def reset_connection(self) -> None:
+        try:
+            self.db.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        self.reset_connection()
+
+    def stored_time(self, moment):
+        """A UTC-aware datetime as this database stores it (for comparisons in SQL)."""
+        return stored_time(moment, self.dialect == "sqlite")
+
+    # -- the write path -------------------------------------------------------------------------------
+    def write_batch(self, rows: Sequence[UsageRow], settled: Sequence[str] = ()) -> int:
+        """Insert the rows not already stored (by ``call_uuid``) with every aggregate, and delete the
+        reservations in ``settled`` (whose usage these rows are), in one transaction. Returns the rows added.
+
+        Raises :class:`~dspy_tokens.StorageError` (classified) on failure; nothing of the batch is kept then.
+        """
+        try:
+            self.ensure_schema()
+            self.db.connect(reuse_if_open=True)
+            with write_transaction(self.db):
+                fresh = self._fresh(rows) if rows else []
+                if fresh:
+                    cursor = self.db.cursor()
+                    executemany(self.dialect, cursor, self._insert_sql, [self._db_row(r) for r in fresh])
+                    found = aggregates.deltas(fresh)
+                    for name, sql in self._upserts:
+                        # Sorted keys: concurrent writers take the aggregate rows' locks in the same order.
+                        table = getattr(found, name)
+                        executemany(self.dialect, cursor, sql, [(*k, *table[k]) for k in sorted(table)])
+                if settled:
+                    reservation = self.models.Reservation
+                    reservation.delete().where(reservation.id.in_(list(settled))).execute()
+            return len(fresh)
+        except Exception as exc:
+            self.reset_connection()
+            raise classify(exc, self.ping) from exc
+
+    def existing_uuids(self, uuids: list[str]) -> set[str]:
+        found: set[str] = set()
+        p = self.db.param
+        for start in range(0, len(uuids), LOOKUP_CHUNK):
+            chunk = uuids[start:start + LOOKUP_CHUNK]
+            cursor = self.db.execute_sql(
+                f"SELECT call_uuid FROM token_usage WHERE call_uuid IN ({', '.join([p] * len(chunk))})", chunk)
+            found.update(r[0] for r in cursor.fetchall())
+        return found
+
+    def _fresh(self, rows: Sequence[UsageRow]) -> list[UsageRow]:
+        unique = {row.call_uuid: row for row in rows}
+        stored = self.existing_uuids(list(unique))
+        return [row for uuid, row in unique.items() if uuid not in stored]
+
+    def _db_row(self, row: UsageRow) -> tuple:
+        values = list(row)
+        values[_CREATED_AT] = stored_time(row.created_at, self.dialect == "sqlite")
+        if self.dialect == "sqlite" and row.cost_usd is not None:
+            values[_COST] = str(row.cost_usd)  # sqlite3 cannot bind Decimal
+        return tuple(values)

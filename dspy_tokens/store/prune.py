@@ -1,0 +1,97 @@
+"""Retention deletes: raw rows in short batches, hourly limit counters along their primary key."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Callable, Iterable
+
+from ._db import write_transaction
+from .units import COUNTER_SCOPES
+
+COUNTER_TABLES = ("token_usage_counters", "token_usage_model_counters")
+
+
+class Pruner:
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+        self._p = store.db.param
+
+    def count_rows_before(self, cutoff: datetime) -> int:
+        return self._scalar(f"SELECT COUNT(*) FROM token_usage WHERE created_at < {self._p}",
+                            (self.store.stored_time(cutoff),))
+
+    def count_counters_before(self, hour: int) -> int:
+        return sum(self._scalar(f"SELECT COUNT(*) FROM {t} WHERE hour < {self._p}", (hour,))
+                   for t in self._counter_tables())
+
+    def delete_rows_before(self, cutoff: datetime, batch_size: int,
+                           progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Delete raw rows created before ``cutoff``, ``batch_size`` ids (oldest first, through the created_at
+        index) per short transaction. Returns (rows, batches)."""
+        p = self._p
+        select = f"SELECT id FROM token_usage WHERE created_at < {p} ORDER BY created_at LIMIT {int(batch_size)}"
+        stored = self.store.stored_time(cutoff)
+        rows = batches = 0
+        while True:
+            ids = [r[0] for r in self.db.execute_sql(select, (stored,)).fetchall()]
+            if not ids:
+                break
+            with write_transaction(self.db):
+                cursor = self.db.execute_sql(f"DELETE FROM token_usage WHERE id IN ({', '.join([p] * len(ids))})",
+                                             ids)
+                rows += max(cursor.rowcount, 0)
+            batches += 1
+            if progress is not None:
+                progress(rows)
+            if len(ids) < batch_size:
+                break
+            time.sleep(0)  # let the writer in between batches
+        return rows, batches
+
+    def delete_counters_before(self, hour: int, batch_size: int) -> int:
+        return sum(self._prune_counters(t, hour, batch_size) for t in self._counter_tables())
+
+    def _counter_tables(self) -> list[str]:
+        tables = set(self.db.get_tables())
+        return [t for t in COUNTER_TABLES if t in tables]
+
+    def _prune_counters(self, table: str, before_hour: int, batch_size: int) -> int:
+        """Delete hourly counters before ``before_hour``, per (scope, scope_id) along the primary key, in
+        transactions of about ``batch_size`` rows."""
+        oldest = self.db.execute_sql(f"SELECT MIN(hour) FROM {table} WHERE scope = 'global' AND scope_id = 0"
+                                     ).fetchone()[0]
+        if oldest is None or int(oldest) >= before_hour:
+            return 0  # every call counts in the global scope: nothing older anywhere
+        p = self._p
+        delete = f"DELETE FROM {table} WHERE scope = {p} AND scope_id = {p} AND hour < {p}"
+        deleted = 0
+        for scope in COUNTER_SCOPES:
+            ids = self._scope_ids(table, scope)
+            more = True
+            while more:
+                with write_transaction(self.db):
+                    pending, more = 0, False
+                    for scope_id in ids:
+                        pending += max(self.db.execute_sql(delete, (scope, scope_id, before_hour)).rowcount, 0)
+                        if pending >= batch_size:
+                            more = True
+                            break
+                deleted += pending
+        return deleted
+
+    def _scope_ids(self, table: str, scope: str) -> Iterable[int]:
+        """Every scope_id of a scope, one primary-key seek each (no scan of the hours)."""
+        p, last = self._p, -1
+        while True:
+            found = self.db.execute_sql(f"SELECT MIN(scope_id) FROM {table} WHERE scope = {p} AND scope_id > {p}",
+                                        (scope, last)).fetchone()[0]
+            if found is None:
+                return
+            last = int(found)
+            yield last
+
+    def _scalar(self, sql: str, params=()) -> int:
+        value = self.db.execute_sql(sql, params).fetchone()[0]
+        return int(value or 0)

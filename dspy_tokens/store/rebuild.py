@@ -1,0 +1,95 @@
+"""Recompute the aggregates from the raw rows: migrations (usage stored before a table existed), the
+``db rebuild-counters`` audit, and bulk loads."""
+
+from __future__ import annotations
+
+from . import aggregates
+from ._db import dialect, write_transaction
+from ._sql import day_sql, executemany, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
+from .units import COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, hour_of
+
+REBUILD_PAGE = 20_000
+COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour")),
+                  "model": ("token_usage_model_counters", ("scope", "scope_id", "model", "hour"))}
+DAILY_KEY = ("day", "user_id", "guild_id", "model", "feature")
+
+
+def rebuild_counters(db, models, tables=("scope", "model")) -> dict[str, int]:
+    """Recompute the hourly counters from the raw rows, inside one write transaction (writers wait meanwhile).
+
+    Hours before the oldest stored row are left alone: retention deleted their rows (it deletes whole hours),
+    and the counters are then the only record of that usage.
+    """
+    kind = dialect(db)
+    usage = models.TokenUsage
+    fields = [usage.id, usage.created_at, usage.user_id, usage.guild_id, usage.model, usage.feature,
+              usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
+              usage.reasoning_tokens, usage.cost_usd, usage.cache_hit, usage.error]
+    db.connect(reuse_if_open=True)
+    with write_transaction(db):
+        if kind == "postgresql":
+            db.execute_sql("LOCK TABLE token_usage IN SHARE ROW EXCLUSIVE MODE")
+        oldest = usage.select(usage.created_at).order_by(usage.created_at).limit(1).scalar()
+        first_hour = hour_of(oldest) if oldest is not None else None
+        total = aggregates.Deltas()
+        last_id, rows = 0, 0
+        while True:  # keyset pagination: constant memory whatever the table size
+            page = list(usage.select(*fields).where(usage.id > last_id).order_by(usage.id)
+                        .limit(REBUILD_PAGE).namedtuples())
+            if not page:
+                break
+            last_id = page[-1].id
+            rows += len(page)
+            total.merge(aggregates.deltas(page, rollups=False))
+        written = {}
+        for name, deltas, model in (("scope", total.counters, models.UsageCounter),
+                                    ("model", total.model_counters, models.ModelUsageCounter)):
+            if name not in tables:
+                continue
+            if first_hour is not None:
+                model.delete().where(model.hour >= first_hour).execute()
+            table, key = COUNTER_TABLES[name]
+            params = [(*k, *deltas[k]) for k in sorted(deltas)]
+            executemany(kind, db.cursor(), upsert_sql(kind, db.param, table, key, COUNTER_MEASURES), params)
+            written[name] = len(params)
+        written["rows"] = rows
+    return written
+
+
+def rebuild_rollups(db, kind: str) -> dict[str, int]:
+    """Recompute the daily cube and the rollups from ``token_usage`` with a few INSERT ... SELECT ... GROUP BY
+    statements (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`, in SQL).
+
+    It replaces the tables' contents: after a retention cleanup the raw rows no longer hold old usage, so do not
+    rebuild then. Run it inside a write transaction so that writers wait.
+    """
+    columns = ", ".join(MEASURES)
+    sums = summed_measures_sql()
+    db.execute_sql("DELETE FROM token_usage_daily")
+    db.execute_sql("DELETE FROM token_usage_rollups")
+    day = day_sql(kind)
+    db.execute_sql(
+        f"INSERT INTO token_usage_daily ({', '.join(DAILY_KEY)}, {columns}) "
+        f"SELECT {day}, COALESCE(user_id, {NO_ID}), COALESCE(guild_id, {NO_ID}), model, COALESCE(feature, ''), "
+        f"{raw_measures_sql(kind)} FROM token_usage "
+        f"GROUP BY {day}, COALESCE(user_id, {NO_ID}), COALESCE(guild_id, {NO_ID}), model, COALESCE(feature, '')")
+    keys = {
+        "global": "''",
+        "user": f"CASE WHEN user_id = {NO_ID} THEN '' ELSE {text_sql(kind, 'user_id')} END",
+        "guild": f"CASE WHEN guild_id = {NO_ID} THEN '' ELSE {text_sql(kind, 'guild_id')} END",
+        "model": "model",
+        "feature": "feature",
+    }
+    target = f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {columns})"
+    grouped = {"global": "day", "user": "day, user_id", "guild": "day, guild_id", "model": "day, model",
+               "feature": "day, feature"}
+    for scope, key in keys.items():
+        db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{scope}', {key}, day, {sums} "
+                       f"FROM token_usage_daily GROUP BY {grouped[scope]}")
+    month = month_of_day_sql(kind, "bucket")
+    db.execute_sql(f"{target} SELECT '{GRAIN_MONTH}', scope, scope_key, {month}, {sums} FROM token_usage_rollups "
+                   f"WHERE grain = '{GRAIN_DAY}' GROUP BY scope, scope_key, {month}")
+
+    def count(table: str) -> int:
+        return db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    return {"daily": count("token_usage_daily"), "rollups": count("token_usage_rollups")}

@@ -1,0 +1,40 @@
+"""``UsageRow``: one LM call as stored in ``token_usage``. Its fields are the one list of the table's columns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+
+class UsageRow(NamedTuple):
+    """A row of ``token_usage`` (see the README's "What is recorded"). Token counts are ``None`` when the provider
+    reported no usage; ``cached_tokens`` and ``reasoning_tokens`` lie inside prompt and completion tokens."""
+
+    call_uuid: str
+    session_id: str
+    call_index: int
+    user_id: int | None
+    guild_id: int | None
+    channel_id: int | None
+    feature: str | None
+    module: str | None
+    model: str
+    response_model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: Decimal | None
+    cost_source: str
+    cache_hit: bool
+    usage_reported: bool
+    error: str | None
+    latency_ms: int | None
+    created_at: datetime  # UTC-aware
+
+
+ROW_COLUMNS: tuple[str, ...] = UsageRow._fields
+#: What exports and session reads return: the table's id, then the row.
+EXPORT_COLUMNS: tuple[str, ...] = ("id", *ROW_COLUMNS)

@@ -1,0 +1,217 @@
+"""Every table, as Peewee models. ``bind_models(db)`` gives classes bound to one database, so several trackers
+(and tests) can use different databases in one process.
+
+=============================  =========================================  ==========================================
+table                          key                                        holds
+=============================  =========================================  ==========================================
+``token_usage``                ``id`` (``call_uuid`` unique)              one row per LM call (:class:`UsageRow`)
+``token_usage_counters``       (scope, scope_id, hour)                    hourly calls/tokens/cost for limits
+``token_usage_model_counters`` (scope, scope_id, model, hour)             the same per configured model
+``token_usage_daily``          (day, user_id, guild_id, model, feature)   the daily cube of every measure
+``token_usage_rollups``        (grain, scope, bucket, scope_key)          per-scope totals per UTC day and month
+``token_reservations``         ``id``                                     tokens/dollars held by guarded runs
+``token_limit_locks``          (scope, scope_id)                          rows ``SELECT ... FOR UPDATE`` locks
+``dspy_tokens_migrations``     ``version``                                applied schema versions
+=============================  =========================================  ==========================================
+
+Counter scopes are ``user``, ``guild`` and ``global`` (scope_id 0). Rollup scopes add ``model`` and ``feature``;
+their key is the id as decimal text or the name, ``''`` for calls without one (-1 / ``''`` in the daily cube).
+Buckets are integers (see :mod:`~dspy_tokens.store.units`). The daily cube and the rollups are never pruned by
+retention: they are what survives of old usage.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import peewee as pw
+
+
+class UTCDateTimeField(pw.DateTimeField):
+    """Stored as naive UTC (fixed-width text with microseconds on SQLite, so text order is time order);
+    always read back as a UTC-aware ``datetime``."""
+
+    field_type = "DATETIME"
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        return stored_time(value, isinstance(self.model._meta.database, pw.SqliteDatabase))
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value
+
+    def get_modifiers(self):
+        # MySQL's DATETIME drops microseconds unless asked; the others ignore the precision argument.
+        return [6]
+
+
+def stored_time(value: datetime, sqlite: bool):
+    """The stored form of a UTC-aware time: naive UTC, as fixed-width text on SQLite."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}; pass a UTC-aware datetime")
+    naive = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+
+
+class TokenUsage(pw.Model):
+    id = pw.BigAutoField()
+    call_uuid = pw.CharField(max_length=36, unique=True)
+    session_id = pw.CharField(max_length=64)
+    call_index = pw.IntegerField()
+    user_id = pw.BigIntegerField(null=True)
+    guild_id = pw.BigIntegerField(null=True)
+    channel_id = pw.BigIntegerField(null=True)
+    feature = pw.CharField(max_length=100, null=True)
+    module = pw.CharField(max_length=255, null=True)
+    model = pw.CharField(max_length=200)
+    response_model = pw.CharField(max_length=200, null=True)
+    prompt_tokens = pw.BigIntegerField(null=True)
+    completion_tokens = pw.BigIntegerField(null=True)
+    total_tokens = pw.BigIntegerField(null=True)
+    cached_tokens = pw.BigIntegerField(null=True)
+    reasoning_tokens = pw.BigIntegerField(null=True)
+    cost_usd = pw.DecimalField(max_digits=24, decimal_places=12, null=True, auto_round=True)
+    cost_source = pw.CharField(max_length=20)
+    cache_hit = pw.BooleanField(default=False)
+    usage_reported = pw.BooleanField(default=True)
+    error = pw.TextField(null=True)
+    latency_ms = pw.IntegerField(null=True)
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "token_usage"
+        indexes = (
+            (("user_id", "created_at"), False),
+            (("guild_id", "created_at"), False),
+            (("session_id", "call_index"), False),
+            (("created_at",), False),
+        )
+
+
+class _Counter(pw.Model):
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()  # 0 for the global scope
+    hour = pw.BigIntegerField()  # hours since the Unix epoch, UTC
+    calls = pw.BigIntegerField(default=0)
+    tokens = pw.BigIntegerField(default=0)
+    cost_pusd = pw.BigIntegerField(default=0)
+    unpriced_calls = pw.BigIntegerField(default=0)
+
+
+class UsageCounter(_Counter):
+    """Per-scope hourly totals, written in the same transaction as the rows they count: a limit reads a rolling
+    window as at most ``24 × days + 1`` rows, whatever the number of calls."""
+
+    class Meta:
+        table_name = "token_usage_counters"
+        primary_key = pw.CompositeKey("scope", "scope_id", "hour")
+
+
+class ModelUsageCounter(_Counter):
+    """Like :class:`UsageCounter`, per configured model too: serves per-model limits."""
+
+    model = pw.CharField(max_length=200)
+
+    class Meta:
+        table_name = "token_usage_model_counters"
+        primary_key = pw.CompositeKey("scope", "scope_id", "model", "hour")
+
+
+class _Measures(pw.Model):
+    calls = pw.BigIntegerField(default=0)
+    prompt_tokens = pw.BigIntegerField(default=0)
+    completion_tokens = pw.BigIntegerField(default=0)
+    total_tokens = pw.BigIntegerField(default=0)
+    cached_tokens = pw.BigIntegerField(default=0)
+    reasoning_tokens = pw.BigIntegerField(default=0)
+    cost_pusd = pw.BigIntegerField(default=0)
+    unpriced_calls = pw.BigIntegerField(default=0)
+    cache_hits = pw.BigIntegerField(default=0)
+    errors = pw.BigIntegerField(default=0)
+
+
+class DailyUsage(_Measures):
+    day = pw.IntegerField()
+    user_id = pw.BigIntegerField()  # NO_ID when the call had none
+    guild_id = pw.BigIntegerField()
+    model = pw.CharField(max_length=200)
+    feature = pw.CharField(max_length=100)  # '' when the call had none
+
+    class Meta:
+        table_name = "token_usage_daily"
+        primary_key = pw.CompositeKey("day", "user_id", "guild_id", "model", "feature")
+        indexes = ((("user_id", "day"), False), (("guild_id", "day"), False))
+
+
+class UsageRollup(_Measures):
+    grain = pw.CharField(max_length=1)
+    scope = pw.CharField(max_length=8)
+    scope_key = pw.CharField(max_length=200)
+    bucket = pw.IntegerField()
+
+    class Meta:
+        table_name = "token_usage_rollups"
+        # Clustered by bucket (SQLite WITHOUT ROWID, InnoDB): top-N scans one bucket's keys in order;
+        # the index serves one user/guild/model/feature over a range of buckets.
+        primary_key = pw.CompositeKey("grain", "scope", "bucket", "scope_key")
+        indexes = ((("grain", "scope", "scope_key", "bucket"), False),)
+
+
+class Reservation(pw.Model):
+    """Tokens (and dollars) held by a guarded run until its real usage is committed, or until it expires."""
+
+    id = pw.CharField(max_length=32, primary_key=True)
+    user_id = pw.BigIntegerField(null=True)
+    guild_id = pw.BigIntegerField(null=True)
+    model = pw.CharField(max_length=200, null=True)
+    tokens = pw.BigIntegerField()
+    cost_pusd = pw.BigIntegerField()
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "token_reservations"
+        indexes = ((("user_id", "expires_at"), False), (("guild_id", "expires_at"), False),
+                   (("expires_at",), False))
+
+
+class LimitLock(pw.Model):
+    """One row per limited scope; ``SELECT ... FOR UPDATE`` on it serialises reservations across processes."""
+
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "token_limit_locks"
+        primary_key = pw.CompositeKey("scope", "scope_id")
+
+
+class SchemaMigration(pw.Model):
+    version = pw.IntegerField(primary_key=True)
+    name = pw.CharField(max_length=100)
+    applied_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "dspy_tokens_migrations"
+
+
+BASE_MODELS = (TokenUsage, UsageCounter, ModelUsageCounter, DailyUsage, UsageRollup, Reservation, LimitLock,
+               SchemaMigration)
+_CLUSTERED = (DailyUsage, UsageRollup)  # stored in primary-key order on SQLite too (WITHOUT ROWID), as InnoDB does
+
+
+def bind_models(db: pw.Database) -> SimpleNamespace:
+    """Subclasses of every model bound to ``db``, e.g. ``bind_models(db).TokenUsage.select()``."""
+    bound = {}
+    for base in BASE_MODELS:
+        options = {"database": db, "table_name": base._meta.table_name}
+        if base in _CLUSTERED:
+            options["without_rowid"] = isinstance(db, pw.SqliteDatabase)
+        meta = type("Meta", (), options)
+        bound[base.__name__] = type(base.__name__, (base,), {"Meta": meta, "__module__": __name__})
+    return SimpleNamespace(**bound)

@@ -1,0 +1,252 @@
+"""Report aggregates over one *span* of time, read from the cheapest table that answers it.
+
+A span is raw rows in ``[lo, hi)`` (datetimes), or day/month buckets in ``[lo, hi)`` (integers; None: unbounded).
+Which table answers depends on the filters and the grouping (:meth:`SpanReader.route`):
+
+* no filter, or one filter, grouped by nothing, by that same dimension or by day: ``token_usage_rollups``. One
+  bucket (a calendar day or month) holds one row per key, so it needs no aggregation at all;
+* two or more dimensions among filters and grouping: the daily cube ``token_usage_daily`` (days only);
+* ``by="session"`` and partial days: the raw rows.
+
+Results are ``(key, measures, (first_at, last_at))``: ``key`` as a report shows it (an int id, a name, a ``date``,
+a session id; ``None`` for calls without one; :data:`ALL` for an ungrouped total), measures in
+:data:`~dspy_tokens.store.units.MEASURES` order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable, Iterator
+
+from ._sql import pico_sql, raw_measures_sql, summed_measures_sql, text_sql
+from .units import DIMENSIONS, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, date_of_day, day_of
+
+ALL = object()  # the key of an ungrouped result
+RAW = "raw"
+SPAN_KINDS = (RAW, GRAIN_DAY, GRAIN_MONTH)
+COLUMN = {"user": "user_id", "guild": "guild_id", "model": "model", "feature": "feature"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A piece of a range: raw rows in ``[lo, hi)`` (datetimes), or day/month buckets in ``[lo, hi)``."""
+
+    kind: str  # RAW, GRAIN_DAY or GRAIN_MONTH
+    lo: object = None  # None: unbounded
+    hi: object = None
+
+    @property
+    def single_bucket(self) -> bool:
+        return self.kind != RAW and self.lo is not None and self.hi == self.lo + 1
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where whole days and months are read: a rollup scope (``global`` or a dimension), or the cube (None)."""
+
+    scope: str | None
+    months: bool  # whether month buckets can answer (the cube and by-day groupings have days only)
+    raw_only: bool = False  # sessions: only the raw rows know them
+
+
+@dataclass
+class _Source:
+    """How to read one span from one table."""
+
+    table: str
+    clauses: list
+    params: list
+    column: str | None  # the grouping column (SQL), None for an ungrouped total
+    measures: str  # SELECT expressions of the MEASURES
+    metric: dict  # "tokens"/"cost" -> the expression a top-N ranks on
+    by: str | None
+    unique: bool = False  # one rollup bucket: one row per key
+    text_keys: bool = False  # rollup keys are text ('' = none)
+    fixed_key: object = ALL  # the key of an ungrouped total (a raw span's day for by="day")
+    times: bool = False  # also MIN/MAX(created_at) (sessions)
+
+    def where(self, clauses) -> str:
+        return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+    def key(self, value):
+        """A stored group value -> the key a report shows."""
+        if self.by == "day":
+            return date_of_day(int(value))
+        if value in ("", NO_ID, None):
+            return None
+        return int(value) if self.by in ("user", "guild") else value
+
+    def to_db(self, key):
+        return str(key) if self.text_keys else key
+
+    def tiebreak(self) -> str:
+        # Rollup keys are text: numeric ids sort by length first, so ties fall in id order on every path.
+        return f"LENGTH({self.column}), {self.column}" if self.text_keys else self.column
+
+
+class SpanReader:
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+        self.dialect = store.dialect
+        self._p = store.db.param
+        self._raw_measures = raw_measures_sql(self.dialect)
+        self._pico = pico_sql(self.dialect)
+        self._sums = summed_measures_sql()
+
+    @staticmethod
+    def route(by: str | None, filters: dict) -> Route:
+        if by == "session":
+            return Route(None, False, raw_only=True)
+        dims = set(filters) | ({by} if by in DIMENSIONS else set())
+        scope = next(iter(dims), "global") if len(dims) <= 1 else None
+        return Route(scope, scope is not None and by != "day")
+
+    def read(self, span: Span, route: Route, by: str | None, filters: dict, *, exclude_none: bool = False,
+             keys=None, rank: str | None = None, limit: int | None = None) -> Iterator[tuple]:
+        """Every group of one span (``keys``: only those). With ``rank`` and ``limit`` (one rollup bucket only,
+        see :meth:`is_unique`): its ``limit`` largest groups by that measure, largest first."""
+        source = self._source(span, route, by, filters, exclude_none)
+        clauses, params = list(source.clauses), list(source.params)
+        if keys is not None:
+            clauses.append(f"{source.column} IN ({', '.join([self._p] * len(keys))})")
+            params += [source.to_db(k) for k in keys]
+        column = source.column
+        extra = ", MIN(created_at), MAX(created_at)" if source.times else ""
+        sql = (f"SELECT {column + ', ' if column else ''}{source.measures}{extra} FROM {source.table}"
+               f"{source.where(clauses)}")
+        if column and not source.unique:
+            sql += f" GROUP BY {column}"
+        if rank:
+            sql += f" ORDER BY {source.metric[rank]} DESC, {source.tiebreak()} LIMIT {int(limit)}"
+        parse = self._time_parser()
+        for row in self.db.execute_sql(sql, params).fetchall():
+            key, rest = (source.fixed_key, row) if column is None else (source.key(row[0]), row[1:])
+            values = [int(v) for v in rest[:len(MEASURES)]]
+            if values[0] == 0:
+                continue  # an ungrouped aggregate over no rows
+            yield key, values, (parse(rest[-2]), parse(rest[-1])) if extra else (None, None)
+
+    def is_unique(self, span: Span, route: Route) -> bool:
+        """One rollup bucket: one row per key, already in the table (no aggregation)."""
+        return span.single_bucket and route.scope is not None
+
+    def scores(self, span: Span, route: Route, by: str, filters: dict, rank: str,
+               limit: int | None) -> Iterator[tuple]:
+        """(key, one measure) per key: the cheap first pass of a top-N (calls without a key left out)."""
+        source = self._source(span, route, by, filters, exclude_none=True)
+        metric = source.metric[rank]
+        if not source.unique:
+            metric = f"SUM({metric})"
+        sql = f"SELECT {source.column}, {metric} FROM {source.table}{source.where(source.clauses)}"
+        if not source.unique:
+            sql += f" GROUP BY {source.column}"
+        if limit is not None:
+            sql += f" ORDER BY {metric} DESC, {source.tiebreak()} LIMIT {int(limit)}"
+        for key, score in self.db.execute_sql(sql, source.params).fetchall():
+            yield source.key(key), int(score or 0)
+
+    def active_users(self, spans: Iterable[Span], filters: dict) -> int:
+        """Distinct users with calls over the spans (``filters`` without a user filter)."""
+        p = self._p
+        queries = []
+        for span in spans:
+            if span.kind == RAW:
+                where, params = self.raw_where(filters, span.lo, span.hi)
+                queries.append(("user_id", f"FROM token_usage WHERE {where + ' AND ' if where else ''}"
+                                           "user_id IS NOT NULL", params, False))
+            elif not filters:
+                clauses, params = [f"grain = {p}", "scope = 'user'", "scope_key <> ''"], [span.kind]
+                self._bucket_where("bucket", span, clauses, params)
+                queries.append(("scope_key", f"FROM token_usage_rollups WHERE {' AND '.join(clauses)}", params,
+                                span.single_bucket))  # keys are unique within one bucket
+            else:
+                clauses, params = [f"user_id <> {NO_ID}"], []
+                self._bucket_where("day", span, clauses, params)
+                for dim, value in filters.items():
+                    clauses.append(f"{COLUMN[dim]} = {p}")
+                    params.append(value)
+                queries.append(("user_id", f"FROM token_usage_daily WHERE {' AND '.join(clauses)}", params, False))
+        if not queries:
+            return 0
+        if len(queries) == 1:
+            column, body, params, unique = queries[0]
+            return self._scalar(f"SELECT {'COUNT(*)' if unique else f'COUNT(DISTINCT {column})'} {body}", params)
+        # Several spans: one UNION (which removes duplicates) of the ids as text, counted in the database.
+        parts = [f"SELECT {column if column == 'scope_key' else text_sql(self.dialect, column)} AS u {body}"
+                 for column, body, _, _ in queries]
+        return self._scalar(f"SELECT COUNT(*) FROM ({' UNION '.join(parts)}) active",
+                            [value for _, _, params, _ in queries for value in params])
+
+    # -- SQL pieces ------------------------------------------------------------------------------------
+    def raw_where(self, filters: dict, since, until) -> tuple[str, list]:
+        p, clauses, params = self._p, [], []
+        if since is not None:
+            clauses.append(f"created_at >= {p}")
+            params.append(self.store.stored_time(since))
+        if until is not None:
+            clauses.append(f"created_at < {p}")
+            params.append(self.store.stored_time(until))
+        for dim, value in filters.items():
+            clauses.append(f"{COLUMN[dim]} = {p}")
+            params.append(value)
+        return " AND ".join(clauses), params
+
+    def _bucket_where(self, column: str, span: Span, clauses: list, params: list) -> None:
+        p = self._p
+        if span.single_bucket:
+            clauses.append(f"{column} = {p}")
+            params.append(span.lo)
+            return
+        if span.lo is not None:
+            clauses.append(f"{column} >= {p}")
+            params.append(span.lo)
+        if span.hi is not None:
+            clauses.append(f"{column} < {p}")
+            params.append(span.hi)
+
+    def _source(self, span: Span, route: Route, by, filters: dict, exclude_none: bool) -> _Source:
+        """The SQL pieces that read one span: raw rows, the daily cube (route scope None), or one rollup scope."""
+        p, clauses, params = self._p, [], []
+        if span.kind == RAW:
+            where, params = self.raw_where(filters, span.lo, span.hi)
+            clauses = [where] if where else []
+            column = {"session": "session_id", "feature": "COALESCE(feature, '')"}.get(by) or COLUMN.get(by)
+            if exclude_none and column:
+                clauses.append(f"{column} IS NOT NULL")
+            total_key = date_of_day(day_of(span.lo)) if by == "day" else ALL  # raw spans lie within one day
+            return _Source("token_usage", clauses, params, column, self._raw_measures,
+                           {"tokens": "total_tokens", "cost": self._pico}, by, fixed_key=total_key,
+                           times=by == "session")
+        if route.scope is None:
+            self._bucket_where("day", span, clauses, params)
+            for dim, value in filters.items():
+                clauses.append(f"{COLUMN[dim]} = {p}")
+                params.append(value)
+            column = "day" if by == "day" else COLUMN.get(by)
+            if exclude_none:
+                clauses.append(f"{column} <> {NO_ID}" if by in ("user", "guild") else f"{column} <> ''")
+            return _Source("token_usage_daily", clauses, params, column, self._sums,
+                           {"tokens": "total_tokens", "cost": "cost_pusd"}, by)
+        clauses, params = [f"grain = {p}", f"scope = {p}"], [span.kind, route.scope]
+        if filters:
+            clauses.append(f"scope_key = {p}")
+            params.append(str(filters[route.scope]))
+        self._bucket_where("bucket", span, clauses, params)
+        if exclude_none:
+            clauses.append("scope_key <> ''")
+        column = "bucket" if by == "day" else "scope_key" if by is not None else None
+        unique = span.single_bucket
+        return _Source("token_usage_rollups", clauses, params, column,
+                       ", ".join(MEASURES) if unique else self._sums, {"tokens": "total_tokens", "cost": "cost_pusd"},
+                       by, unique=unique, text_keys=True)
+
+    def _scalar(self, sql: str, params=()) -> int:
+        value = self.db.execute_sql(sql, params).fetchone()[0]
+        return int(value or 0)
+
+    def _time_parser(self):
+        if self.dialect == "sqlite":
+            return lambda v: None if v is None else datetime.fromisoformat(v).replace(tzinfo=timezone.utc)
+        return lambda v: None if v is None else v.replace(tzinfo=timezone.utc)

@@ -1,0 +1,64 @@
+"""The store's units: money as integer picodollars, time as hour/day/month buckets since the Unix epoch (UTC),
+and the measures every aggregate keeps."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from decimal import ROUND_HALF_UP, Decimal
+
+PICO = 10**12  # aggregates keep money as integer picodollars: exact sums on every backend, SQLite included
+EPOCH = date(1970, 1, 1)
+
+SCOPE_USER, SCOPE_GUILD, SCOPE_GLOBAL = "user", "guild", "global"
+COUNTER_SCOPES = (SCOPE_GLOBAL, SCOPE_USER, SCOPE_GUILD)
+DIMENSIONS = ("user", "guild", "model", "feature")  # what reports group and filter by, besides "global"
+GRAIN_DAY, GRAIN_MONTH = "d", "m"  # the buckets of token_usage_rollups
+NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
+
+#: What every report aggregate holds, in this order. ``unpriced_calls``: answered calls (no error) whose cost is
+#: unknown; the report API calls them ``unknown_cost_calls``.
+MEASURES = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
+            "cost_pusd", "unpriced_calls", "cache_hits", "errors")
+TOKEN_MEASURES = MEASURES[1:6]
+#: The subset the hourly limit counters keep (indexes into MEASURES: calls, total_tokens, cost_pusd, unpriced).
+COUNTER_MEASURES = ("calls", "tokens", "cost_pusd", "unpriced_calls")
+COUNTER_OF_MEASURES = (0, 3, 6, 7)
+
+
+def to_pico(usd: Decimal | int | str) -> int:
+    return int((Decimal(usd) * PICO).to_integral_value(ROUND_HALF_UP))
+
+
+def usd(pico: int) -> Decimal:
+    return Decimal(pico) / PICO
+
+
+def hour_of(moment: datetime) -> int:
+    return int(moment.timestamp()) // 3600
+
+
+def moment_of_hour(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * 3600, timezone.utc)
+
+
+def day_of(moment: datetime) -> int:
+    return (moment.astimezone(timezone.utc).date() - EPOCH).days
+
+
+def month_of(moment: datetime | date) -> int:
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(timezone.utc)
+    return moment.year * 12 + moment.month - 1
+
+
+def date_of_day(day: int) -> date:
+    return date.fromordinal(EPOCH.toordinal() + day)
+
+
+def midnight_of_day(day: int) -> datetime:
+    return datetime.combine(date_of_day(day), time(), timezone.utc)
+
+
+def day_of_month(month: int) -> int:
+    """The first day (epoch days) of a month bucket."""
+    return (date(month // 12, month % 12 + 1, 1) - EPOCH).days

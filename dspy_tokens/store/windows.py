@@ -1,0 +1,131 @@
+"""What limits read and hold: window sums over the hourly counters, reservations, and per-scope lock rows.
+
+Keys are plain values, never rules: a *hold key* ``(scope, scope_id, model)`` selects reservations, a *window key*
+``(scope, scope_id, model, start_hour)`` sums counters from ``start_hour`` on (``model`` None: every model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import uuid
+import weakref
+from datetime import timedelta
+
+from ._db import classified, storage_errors, write_transaction
+from .units import SCOPE_GUILD, SCOPE_USER
+
+HoldKey = tuple  # (scope, scope_id, model | None)
+WindowKey = tuple  # (scope, scope_id, model | None, start_hour)
+
+
+class LimitWindows:
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+        self._prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> statement names
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """The deciding transaction: takes the write lock up front on SQLite."""
+        with storage_errors(), write_transaction(self.db):
+            yield
+
+    @property
+    def needs_lock_rows(self) -> bool:
+        """SQLite's ``BEGIN IMMEDIATE`` already serialises writers; the others lock a row per scope."""
+        return self.store.dialect != "sqlite"
+
+    @classified
+    def create_locks(self, keys: list[tuple[str, int]]) -> None:
+        """Lock rows are created outside the deciding transaction (autocommit), so it only ever locks rows."""
+        p = self.db.param
+        mysql = self.store.dialect == "mysql"
+        sql = (f"{'INSERT IGNORE INTO' if mysql else 'INSERT INTO'} token_limit_locks (scope, scope_id) "
+               f"VALUES ({p}, {p}){'' if mysql else ' ON CONFLICT DO NOTHING'}")
+        for key in keys:
+            self.db.execute_sql(sql, key)
+
+    @classified
+    def lock(self, keys: list[tuple[str, int]]) -> None:
+        """``SELECT ... FOR UPDATE`` the lock rows, always in the same (sorted) order: no lock-order deadlocks."""
+        p = self.db.param
+        for key in sorted(keys):
+            self.db.execute_sql(f"SELECT scope FROM token_limit_locks WHERE scope = {p} AND scope_id = {p} "
+                                "FOR UPDATE", key)
+
+    @classified
+    def hold(self, user_id, guild_id, model, tokens: int, cost_pusd: int, now, ttl_seconds: int) -> str:
+        """Insert a reservation (and drop expired ones); returns its id."""
+        reservation = self.store.models.Reservation
+        reservation.delete().where(reservation.expires_at <= now).execute()
+        rid = uuid.uuid4().hex
+        reservation.insert(id=rid, user_id=user_id, guild_id=guild_id, model=model, tokens=tokens,
+                           cost_pusd=cost_pusd, created_at=now,
+                           expires_at=now + timedelta(seconds=ttl_seconds)).execute()
+        return rid
+
+    @classified
+    def read(self, held: list[HoldKey], windows: list[WindowKey], now) -> tuple[dict, dict]:
+        """Active reservations per hold key -> (tokens, cost_pusd), and counter sums per window key ->
+        (tokens, cost_pusd, unpriced_calls), in ONE statement: one round trip and one snapshot, so a run
+        settling meanwhile is never counted zero times."""
+        p = self.db.param
+        parts, params = [], []
+        expires = self.store.stored_time(now)
+        for scope, scope_id, model in held:
+            where, args = f"expires_at > {p}", [expires]
+            if scope in (SCOPE_USER, SCOPE_GUILD):
+                where += f" AND {scope}_id = {p}"
+                args.append(scope_id)
+            if model is not None:
+                where += f" AND model = {p}"
+                args.append(model)
+            parts.append(f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), 0 "
+                         f"FROM token_reservations WHERE {where}")
+            params += args
+        for scope, scope_id, model, start in windows:
+            table, extra, args = "token_usage_counters", "", [scope, scope_id, start]
+            if model is not None:
+                table, extra, args = "token_usage_model_counters", f" AND model = {p}", [scope, scope_id, model, start]
+            parts.append(f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), "
+                         f"COALESCE(SUM(unpriced_calls), 0) FROM {table} "
+                         f"WHERE scope = {p} AND scope_id = {p}{extra} AND hour >= {p}")
+            params += args
+        # One row per part; the parts are scalar aggregates, so UNION ALL keeps their order on every backend.
+        sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS q{i}" for i, part in enumerate(parts))
+        rows = [tuple(int(v) for v in row) for row in self._query(sql, params)]
+        reserved = {key: rows[i][:2] for i, key in enumerate(held)}
+        used = {key: rows[len(held) + i] for i, key in enumerate(windows)}
+        return reserved, used
+
+    @classified
+    def usage_by_hour(self, window: WindowKey, column: str) -> list[tuple[int, int]]:
+        """(hour, amount) of the window's hours with usage, oldest first; ``column`` is tokens or cost_pusd."""
+        if column not in ("tokens", "cost_pusd"):
+            raise ValueError(f"unknown counter column {column!r}")
+        scope, scope_id, model, start = window
+        p = self.db.param
+        table, extra, params = "token_usage_counters", "", [scope, scope_id, start]
+        if model is not None:
+            table, extra, params = "token_usage_model_counters", f" AND model = {p}", [scope, scope_id, model, start]
+        cursor = self.db.execute_sql(
+            f"SELECT hour, {column} FROM {table} WHERE scope = {p} AND scope_id = {p}{extra} AND hour >= {p} "
+            f"AND {column} > 0 ORDER BY hour", params)
+        return [(int(hour), int(amount)) for hour, amount in cursor.fetchall()]
+
+    def _query(self, sql: str, params: list) -> list[tuple]:
+        """Run the window query; on PostgreSQL as a prepared statement (planning it costs more than running it)."""
+        if self.store.dialect != "postgresql":
+            return self.db.execute_sql(sql, params).fetchall()
+        connection = self.db.connection()
+        prepared = self._prepared.setdefault(connection, set())
+        name = "dspy_tokens_window_" + hashlib.sha1(sql.encode()).hexdigest()[:16]
+        cursor = self.db.cursor()
+        if name not in prepared:
+            numbered = re.sub(r"%s", lambda _, n=iter(range(1, len(params) + 1)): f"${next(n)}", sql)
+            cursor.execute(f"PREPARE {name} AS {numbered}")
+            prepared.add(name)
+        cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+        return cursor.fetchall()

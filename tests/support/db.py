@@ -1,0 +1,108 @@
+"""Databases for the tests: the server backends (with a private scratch database per run), and reading back
+what a tracker stored — through a Store of our own on the same URL, never the tracker's internals."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import uuid as uuidlib
+
+import peewee
+from playhouse.db_url import parse
+
+from dspy_tokens.store import Store
+from dspy_tokens.store._db import open_database
+
+POSTGRES_URL = os.environ.get("DSPY_TOKENS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("DSPY_TOKENS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+_reachable: dict[str, str | None] = {}
+_stores: dict[str, Store] = {}
+
+
+def server_problem(url: str) -> str | None:
+    """None when the server answers, else why not (cached per session)."""
+    if url not in _reachable:
+        try:
+            db = open_database(url)
+            db.connect()
+            db.close()
+            _reachable[url] = None
+        except Exception as exc:  # driver missing or server down
+            _reachable[url] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return _reachable[url]
+
+
+def scratch_database(url: str) -> str:
+    """A private database on the same server, so concurrent test runs never share tables (dropped at exit)."""
+    name = f"dspy_tokens_test_{os.getpid()}_{uuidlib.uuid4().hex[:6]}"
+    admin = open_database(url)
+    if isinstance(admin, peewee.PostgresqlDatabase):
+        import psycopg2
+        params = parse(url)
+        dsn = dict(dbname=params.get("database"), user=params.get("user"), host=params.get("host"),
+                   port=params.get("port"), password=params.get("password"))
+
+        def run(sql):
+            conn = psycopg2.connect(**{k: v for k, v in dsn.items() if v is not None})
+            conn.autocommit = True
+            try:
+                conn.cursor().execute(sql)
+            finally:
+                conn.close()
+    else:
+        def run(sql):
+            with admin.connection_context():
+                admin.execute_sql(sql)
+    run(f"CREATE DATABASE {name}")
+    atexit.register(run, f"DROP DATABASE IF EXISTS {name}")
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def drop_all_tables(url: str) -> None:
+    """Empty a (private scratch) database: every table, so no test sees another's rows."""
+    db = open_database(url)
+    with db.connection_context():
+        for table in db.get_tables():
+            db.execute_sql(f"DROP TABLE IF EXISTS {table}")
+    _stores.pop(url, None)
+
+
+def store_of(target) -> Store:
+    """A Store of our own on a tracker's (or a URL's) database."""
+    url = target if isinstance(target, str) else target.database_url
+    store = _stores.get(url)
+    if store is None:
+        store = _stores[url] = Store(url)
+    return store
+
+
+def stored_rows(tracker) -> list[dict]:
+    """Every stored row after a flush, ordered by time, session and call index."""
+    assert tracker.flush(timeout=30), f"writer did not drain: {tracker.stats.last_error}"
+    return all_rows(tracker)
+
+
+def all_rows(target) -> list[dict]:
+    """Every stored row (no flush), ordered by time, session and call index."""
+    store = store_of(target)
+    store.ensure_schema()
+    model = store.models.TokenUsage
+    with store.db.connection_context():
+        return list(model.select().order_by(model.created_at, model.session_id, model.call_index).dicts())
+
+
+def reservations(target) -> int:
+    """How many reservations are stored (active or expired)."""
+    store = store_of(target)
+    store.ensure_schema()
+    with store.db.connection_context():
+        return store.models.Reservation.select().count()
+
+
+def counter_rows(target, table: str = "UsageCounter") -> list[dict]:
+    store = store_of(target)
+    store.ensure_schema()
+    model = getattr(store.models, table)
+    with store.db.connection_context():
+        return list(model.select().dicts())
