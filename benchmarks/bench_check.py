@@ -70,7 +70,8 @@ def _timed(fn, targets, budget: float | None = None) -> list[float]:
 def run(ctx: Context) -> list[Figure]:
     from dspy_tokens import TokenTracker
     from dspy_tokens.config import parse_config
-    from dspy_tokens.counters import hour_of
+    from dspy_tokens.store import Store
+    from dspy_tokens.store.units import hour_of
 
     from .datagen import check_targets
 
@@ -90,8 +91,9 @@ def run(ctx: Context) -> list[Figure]:
                 now = datetime.now(timezone.utc)
                 start_hour = hour_of(now) - 24 * config.time_window_days
                 since = datetime.fromtimestamp(start_hour * 3600, timezone.utc)
-                db = tracker.store.db
-                since_param = tracker.store.models.TokenUsage.created_at.db_value(since)
+                store = Store(dataset.url)
+                db = store.db
+                since_param = store.stored_time(since)
                 naive = _naive(db, backend, since_param)
                 targets = check_targets(dataset, per_round * rounds)
                 db.connect(reuse_if_open=True)

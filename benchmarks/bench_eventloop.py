@@ -54,6 +54,7 @@ def run(ctx: Context) -> list[Figure]:
 
     from dspy_tokens import TokenTracker
     from dspy_tokens.config import parse_config
+    from dspy_tokens.store import Store
     from dspy_tokens.testing import FakeLLMServer
 
     from .datagen import private_database
@@ -88,9 +89,10 @@ def run(ctx: Context) -> list[Figure]:
 
             try:
                 asyncio.run(main())
-                assert tracker.flush(60) and tracker.writer.last_error is None
-                with tracker.store.db.connection_context():
-                    left = tracker.store.models.Reservation.select().count()
+                assert tracker.flush(60) and tracker.stats.last_error is None
+                store = Store(url)
+                with store.db.connection_context():
+                    left = store.models.Reservation.select().count()
                 assert left == 0, f"{left} reservations were not settled"
             finally:
                 tracker.close()

@@ -69,6 +69,7 @@ def run(ctx: Context) -> list[Figure]:
     with FakeLLMServer() as server:
         deferred_tracker, live_tracker, instrumented_tracker = tracker("deferred"), tracker("live"), tracker("probe")
         collected: list = []
+        submit = deferred_tracker.emit  # the writer's own submit
         deferred_tracker.emit = collected.append  # the writer sees these after the round
         probe = _Instrumented(instrumented_tracker)
         trackers = (deferred_tracker, live_tracker, instrumented_tracker)
@@ -78,10 +79,10 @@ def run(ctx: Context) -> list[Figure]:
 
         def settle() -> None:  # outside the timing
             for call in collected:
-                deferred_tracker.writer.submit(call)
+                submit(call)
             collected.clear()
             for t in trackers:
-                assert t.flush(60), t.writer.last_error
+                assert t.flush(60), t.stats.last_error
 
         try:
             for label, cached, calls in plans:

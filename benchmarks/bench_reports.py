@@ -6,7 +6,7 @@ over the raw rows in the same run, plus export throughput and memory.
 The database should be dedicated to the benchmark: its dspy-tokens tables are dropped and reloaded (``--reuse``
 keeps a previous load of the same size). Loading uses the fastest bulk path: one transaction, secondary indexes
 dropped and rebuilt afterwards, rows through the driver (``executemany`` on SQLite/MySQL, ``COPY`` on PostgreSQL);
-then the report rollups are built in SQL (``rollups.rebuild``), not row by row. SQLite is not ``ANALYZE``d (as a
+then the report rollups are built in SQL (``store.rebuild.rebuild_rollups``), not row by row. SQLite is not ``ANALYZE``d (as a
 user's database would not be); PostgreSQL is, as autovacuum would do after such a load.
 
 Shape: ``--users`` users (default 10,000; activity skewed, a few heavy users), ``--guilds`` guilds (500; each user
@@ -27,9 +27,10 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from dspy_tokens import rollups
 from dspy_tokens.reports import Reports
 from dspy_tokens.store import ROW_COLUMNS, Store
+from dspy_tokens.store._sql import pico_sql
+from dspy_tokens.store.rebuild import rebuild_rollups
 
 DEFAULT_URL = "sqlite:////tmp/dspy_tokens_bench_reports.db"
 SHAPE_VERSION = 1
@@ -137,8 +138,7 @@ def load(url: str, n: int, users: int, guilds: int, days: int, reuse: bool) -> t
             return store, datetime.fromisoformat(meta["end"])
     for table in OUR_TABLES:
         db.execute_sql(f"DROP TABLE IF EXISTS {table}")
-    store._schema_ready = False
-    store.ensure_schema()
+    store.migrate()
     db.connect(reuse_if_open=True)
     if store.dialect == "sqlite":  # sort and build indexes in memory (as work_mem does on PostgreSQL below)
         db.execute_sql("PRAGMA temp_store = MEMORY")
@@ -174,7 +174,7 @@ def load(url: str, n: int, users: int, guilds: int, days: int, reuse: bool) -> t
     with db.atomic():
         if store.dialect == "postgresql":
             db.execute_sql("SET LOCAL work_mem = '256MB'")
-        counts = rollups.rebuild(db, store.dialect)
+        counts = rebuild_rollups(db, store.dialect)
     say(f"built the rollups in SQL in {time.perf_counter() - started:.1f}s: {counts['daily']:,} daily-cube rows, "
         f"{counts['rollups']:,} day/month rollup rows")
     if store.dialect == "postgresql":
@@ -206,8 +206,8 @@ def timed(fn, repeat: int, warmup: int = 2) -> tuple[dict, object]:
 def naive_queries(store: Store, since: datetime):
     """The straightforward SQL a report would run without rollups: GROUP BY over the raw rows."""
     db, p = store.db, store.db.param
-    start = store._created_db_value(since)
-    pico = rollups.pico_sql(store.dialect)
+    start = store.stored_time(since)
+    pico = pico_sql(store.dialect)
 
     def summary():
         return db.execute_sql(
@@ -303,7 +303,7 @@ def main(argv=None) -> None:
     reports._connect()
     month_start = reports.bounds("month")[0]
     in_month = store.db.execute_sql(f"SELECT COUNT(*) FROM token_usage WHERE created_at >= {store.db.param}",
-                                    (store._created_db_value(month_start),)).fetchone()[0]
+                                    (store.stored_time(month_start),)).fetchone()[0]
     say(f"month = since {month_start:%Y-%m-%d} 00:00 UTC: {in_month:,} raw rows")
     figures = {"rows": args.rows, "database": args.database.split("://")[0], "rows_in_month": in_month}
 

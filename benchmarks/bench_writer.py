@@ -1,6 +1,6 @@
 """2. Writer throughput: records/s from ``TokenTracker.emit`` to committed rows, per backend.
 
-Ours: N synthetic :class:`~dspy_tokens.callback.ObservedCall` objects (built beforehand, each carrying an
+Ours: N synthetic :class:`~dspy_tokens.capture.ObservedCall` objects (built beforehand, each carrying an
 OpenAI-style history entry, ~200 users in 20 guilds) are handed to ``tracker.emit`` as fast as the loop goes;
 the clock stops when ``flush()`` returns, i.e. when every row, its hourly counters and its report rollups are
 committed by the background writer (pricing included).
@@ -31,8 +31,7 @@ GEPETO_INDEXES = ("CREATE INDEX {ine}gepeto_user_time ON gepeto_usage (user_id, 
 
 
 def synthetic_calls(n: int, offset: int = 0) -> list:
-    from dspy_tokens.callback import ObservedCall
-    from dspy_tokens.context import Attribution
+    from dspy_tokens.capture import Attribution, ObservedCall
 
     people = [Attribution(user_id=1000 + u, guild_id=100 + u % 20, channel_id=5000 + u % 40, feature="chat")
               for u in range(200)]
@@ -142,18 +141,18 @@ def run(ctx: Context) -> list[Figure]:
         try:
             for call in synthetic_calls(200, offset=10**7):  # warm up: schema, connection, price lookups
                 tracker.emit(call)
-            assert tracker.flush(60), tracker.writer.last_error
-            committed = tracker.writer.committed
+            assert tracker.flush(60), tracker.stats.last_error
+            committed = tracker.stats.committed
             for r in range(rounds):
                 calls = synthetic_calls(n, offset=r * n)
                 start = time.perf_counter()
                 for call in calls:
                     tracker.emit(call)
-                assert tracker.flush(300), tracker.writer.last_error
+                assert tracker.flush(300), tracker.stats.last_error
                 ours.append(n / (time.perf_counter() - start))
                 base.append(_rate(gepeto.record, budget))
                 base_open.append(_rate(lambda i: per_row.insert(connection, i), budget))
-            assert tracker.writer.committed - committed == rounds * n, "rows were lost or duplicated"
+            assert tracker.stats.committed - committed == rounds * n, "rows were lost or duplicated"
         finally:
             tracker.close()
             connection.close()

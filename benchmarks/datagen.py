@@ -7,12 +7,12 @@ SQLite and PostgreSQL, with the library's own schema (created by its migrations)
 * hourly limit counters (``token_usage_counters``, ``token_usage_model_counters``): computed with numpy from the
   same formulas as the rows (grouped per scope and hour), bulk-inserted (``executemany`` on SQLite, ``COPY`` on
   PostgreSQL with the primary keys rebuilt afterwards), and checked against the rows' own totals per scope —
-  the numbers :func:`dspy_tokens.counters.rebuild` computes from the rows (compared row for row at 10k rows on
+  the numbers :meth:`dspy_tokens.store.Store.rebuild_counters` computes from the rows (compared row for row at 10k rows on
   SQLite), in a fraction of the time;
 * SQLite loads with ``journal_mode=OFF`` (the tracker turns WAL back on when it opens the file) and is not
   ``ANALYZE``d, like a user's file; PostgreSQL's three usage tables are ``UNLOGGED`` (no WAL while loading) and
   ``VACUUM ANALYZE``d, as autovacuum would. Neither changes how a read is served: same pages, same indexes.
-  Report rollups are filled with :func:`dspy_tokens.rollups.rebuild` on request.
+  Report rollups are filled with :func:`dspy_tokens.store.rebuild.rebuild_rollups` on request.
 
 Shape (``GENERATOR_VERSION``): ``USERS`` users, each in one of ``GUILDS`` guilds, rows spread evenly over the
 last ``DAYS`` days (some of them outside a 30-day window), one configured model, prompt 100–999 and completion
@@ -288,7 +288,7 @@ def _load_counters(backend: str, conn, counters: dict) -> None:
 # -- building and caching --------------------------------------------------------------------------------------
 
 def _signature() -> dict:
-    from dspy_tokens import migrations
+    from dspy_tokens.store import migrations
     return {"generator": GENERATOR_VERSION, "schema": migrations.LATEST, "users": USERS, "guilds": GUILDS,
             "days": DAYS}
 
@@ -399,11 +399,11 @@ def ensure_dataset(backend: str, rows: int, cache_dir: Path, *, fresh: bool = Fa
     if rows <= 20_000 and backend == "sqlite":  # compare with the library's own rebuild, row for row (the
         _compare_with_rebuild(url)              # numpy code is the same for both backends)
     if rollups:
-        from dspy_tokens import rollups as rollup_module
-        from dspy_tokens.db import open_database
-        db = open_database(url)
+        from dspy_tokens.store import Store
+        from dspy_tokens.store.rebuild import rebuild_rollups
+        db = Store(url).db
         with db.connection_context(), db.atomic():
-            rollup_module.rebuild(db, backend)
+            rebuild_rollups(db, backend)
         db.close()
     if backend == "postgresql":  # what autovacuum would do after such a load; SQLite is left un-ANALYZEd, as a
         for table in ("token_usage", "token_usage_counters", "token_usage_model_counters"):  # user's file would be
@@ -420,7 +420,7 @@ def ensure_dataset(backend: str, rows: int, cache_dir: Path, *, fresh: bool = Fa
 
 def _verify(run, backend: str, rows: int) -> None:
     """The counters must say what the rows say (calls, tokens, picodollars), per scope and table."""
-    from dspy_tokens.rollups import pico_sql
+    from dspy_tokens.store._sql import pico_sql
 
     stored = tuple(int(v) for v in run(f"SELECT COUNT(*), SUM(total_tokens), SUM({pico_sql(backend)}) "
                                        f"FROM token_usage").fetchone())
@@ -433,7 +433,6 @@ def _verify(run, backend: str, rows: int) -> None:
 
 
 def _compare_with_rebuild(url: str) -> None:
-    from dspy_tokens.counters import rebuild
     from dspy_tokens.store import Store
 
     store = Store(url)
@@ -442,13 +441,13 @@ def _compare_with_rebuild(url: str) -> None:
         with store.db.connection_context():
             ours = [store.db.execute_sql(query.format(t)).fetchall()
                     for t in ("token_usage_counters", "token_usage_model_counters")]
-            rebuild(store.db, store.models)
+            store.rebuild_counters()
             theirs = [store.db.execute_sql(query.format(t)).fetchall()
                       for t in ("token_usage_counters", "token_usage_model_counters")]
     finally:
         store.close()
     if ours != theirs:
-        raise AssertionError("generated counters differ from dspy_tokens.counters.rebuild()")
+        raise AssertionError("generated counters differ from Store.rebuild_counters()")
 
 
 def check_targets(dataset: Dataset, count: int) -> list[tuple[int, int]]:

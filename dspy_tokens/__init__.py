@@ -15,6 +15,7 @@ _EXPORTS = {
     "load_bypasses": "config", "load_config": "config",
     "ConfigurationError": "errors", "DspyTokensError": "errors", "StorageError": "errors",
     "TokenLimitExceeded": "errors",
+    "parse_id": "_ids",
     "propagate": "capture.context", "usage_context": "capture.context",
     "LimitDecision": "limits.decision",
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
@@ -25,10 +26,12 @@ _EXPORTS = {
 __all__ = [
     "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group",
     "LimitDecision", "ModelEntry", "ModelPrice", "Reports", "StorageError", "Summary", "TokenLimitExceeded",
-    "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "propagate", "usage_context",
+    "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "parse_id", "propagate",
+    "usage_context",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
+    from ._ids import parse_id
     from .capture.context import propagate, usage_context
     from .config import Bypasses, Config, ModelEntry, ModelPrice, load_bypasses, load_config
     from .errors import ConfigurationError, DspyTokensError, StorageError, TokenLimitExceeded

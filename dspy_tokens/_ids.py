@@ -9,7 +9,8 @@ MAX_ID = 2**63  # the BIGINT columns are signed 64-bit
 
 
 def parse_id(value: object) -> int:
-    """``value`` as an id, or ``ValueError`` saying why not."""
+    """``value`` as an id (a Discord snowflake, say), or ``ValueError`` saying why not. The one rule every id
+    that dspy-tokens accepts follows: ``0 <= id < 2**63``, an int or a string of ASCII digits."""
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit() and len(text) <= 19:

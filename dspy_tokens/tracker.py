@@ -12,13 +12,14 @@ import atexit
 import logging
 import os
 import weakref
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 from .capture import CallRecorder, ObservedCall
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import RowBuilder, UsageWriter, WriterStats, default_spill_dir
-from .limits import Guard, LimitDecision, Limiter
+from .limits import Guard, LimitDecision, Limiter, rolling_window_start
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .store import Store, redact
@@ -63,7 +64,8 @@ class TokenTracker(CallRecorder):
                                              on_done=self._store.reset_connection)
         self._writer = UsageWriter(self._store, self._rows.build,
                                    Path(spill_dir) if spill_dir else default_spill_dir(self._store),
-                                   max_buffer=max_buffer, batch_size=batch_size, on_committed=self._retention)
+                                   max_buffer=max_buffer, batch_size=batch_size,
+                                   on_committed=self._retention if self.config.retention_days else None)
         self.emit = self._writer.submit  # type: ignore[method-assign]  # the LM call path skips this module
         # Drain at interpreter exit without keeping the tracker alive for it.
         ref = weakref.ref(self)
@@ -104,6 +106,7 @@ class TokenTracker(CallRecorder):
         if self._writer is not None:
             self._rows.configure(prices, config.log_calls)
             self._retention.configure(config)
+            self._writer.on_committed = self._retention if config.retention_days else None
         return config
 
     # -- limits ------------------------------------------------------------------------------------
@@ -123,6 +126,11 @@ class TokenTracker(CallRecorder):
         return Guard(self._limiter.reserve, self._settle, user_id=user_id, guild_id=guild_id,
                      channel_id=channel_id, feature=feature, session_id=session_id, estimate=estimate, model=model,
                      role_ids=role_ids)
+
+    def window_start(self, now: datetime | None = None) -> datetime:
+        """Where the rolling limit window (``time_window_days``, whole hours) begins now: report totals from here
+        agree with the limits' ``used``."""
+        return rolling_window_start(self.config.time_window_days, now or datetime.now(timezone.utc))
 
     def _settle(self, reservation_id: str) -> None:
         if self._writer is not None:

@@ -33,9 +33,9 @@ import discord
 import dspy
 from discord import app_commands
 from discord.ext import commands
+from dspy_tokens_discord import TokenUsageCog, enforce_limits
 
 from dspy_tokens import TokenTracker
-from dspy_tokens_discord import TokenUsageCog, enforce_limits
 
 log = logging.getLogger("discord_bot")
 MODEL = os.environ.get("DSPY_MODEL", "openai/gpt-4o-mini")

@@ -1,5 +1,6 @@
-"""Shared fixtures: a database per backend (SQLite always; PostgreSQL/MariaDB when reachable), a local
-OpenAI-compatible server, and trackers that are closed after each test."""
+"""Shared fixtures: a database per backend (SQLite always; PostgreSQL/MariaDB when reachable, each run in a
+private scratch database), a local OpenAI-compatible server, and trackers that are closed after each test.
+Helpers are plain modules under ``tests/support`` (``from tests.support.db import stored_rows``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dspy_tokens.testing import FakeLLMServer  # noqa: E402
 from tests.support.db import MYSQL_URL, POSTGRES_URL, drop_all_tables, scratch_database, server_problem  # noqa: E402
 
 _scratch: dict[str, str] = {}
+
 
 @pytest.fixture(params=[
     pytest.param("sqlite", id="sqlite"),
@@ -40,6 +42,7 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def sqlite_url(tmp_path):
+    """A fresh SQLite file in the test's temporary directory (only SQLite: tests of SQLite-specific behaviour)."""
     return f"sqlite:///{tmp_path / 'usage.db'}"
 
 
@@ -62,16 +65,19 @@ def make_tracker(tmp_path):
 
 @pytest.fixture
 def tracker(make_tracker, database_url):
+    """A tracker on each backend (no models.json: no limits, price-map prices)."""
     return make_tracker(database_url)
 
 
 @pytest.fixture
 def sqlite_tracker(make_tracker, sqlite_url):
+    """A tracker on a SQLite file (no models.json)."""
     return make_tracker(sqlite_url)
 
 
 @pytest.fixture
 def server():
+    """A FakeLLMServer (``dspy_tokens.testing``) running for the test; ``server.lm()`` is a real dspy.LM on it."""
     with FakeLLMServer() as srv:
         yield srv
 

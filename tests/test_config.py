@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dspy_tokens import ConfigurationError, load_bypasses, load_config, usage_context
+from dspy_tokens import ConfigurationError, load_bypasses, load_config
 from dspy_tokens.config import MODEL_KEYS, TOP_LEVEL_KEYS
-from dspy_tokens.pricing import SOURCE_CONFIG, SOURCE_PRICE_MAP, PriceBook
-from dspy_tokens.usage import TokenCounts
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models.json"
 MODEL = {"label": "mini", "name": "gpt-4o-mini", "provider": "openai"}
@@ -34,44 +32,31 @@ def assert_names_everything(error: ConfigurationError, path: Path, field: str, v
 
 # -- the shipped example ------------------------------------------------------------------------------------------
 
-def test_the_shipped_example_models_json_loads():
-    """The example models.json at the repository root loads, in the seed format, with only known keys."""
-    config = load_config(EXAMPLE)
-    document = json.loads(EXAMPLE.read_text(encoding="utf-8"))
-    assert set(document) <= TOP_LEVEL_KEYS
-    assert all(set(entry) <= MODEL_KEYS for entry in document["models"])
-    assert {"default", "user_limit", "guild_limit", "time_window_days", "models"} <= set(document)
-    assert config.model_entry(config.default) is not None
-    assert all({"label", "name", "provider"} <= set(entry) for entry in document["models"])
-    assert config.time_window_days == document["time_window_days"]
+class TestTheShippedExample:
+    """The example models.json at the repository root, and loading without one."""
 
+    def test_the_shipped_example_models_json_loads(self):
+        """The example models.json at the repository root loads, in the seed format, with only known keys."""
+        config = load_config(EXAMPLE)
+        document = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+        assert set(document) <= TOP_LEVEL_KEYS
+        assert all(set(entry) <= MODEL_KEYS for entry in document["models"])
+        assert {"default", "user_limit", "guild_limit", "time_window_days", "models"} <= set(document)
+        assert config.model_entry(config.default) is not None
+        assert all({"label", "name", "provider"} <= set(entry) for entry in document["models"])
+        assert config.time_window_days == document["time_window_days"]
 
-def test_the_example_prices_come_from_models_json_or_the_price_map():
-    """Example entries with prices are priced from models.json; entries without fall back to the price map."""
-    config = load_config(EXAMPLE)
-    book = PriceBook(config)
-    counts = TokenCounts(prompt=1000, completion=100, total=1100, cached=0, reasoning=0, reported=True)
-    for entry in config.models:
-        cost = book.cost(counts, entry.model_id)
-        if entry.price is not None:
-            assert cost.source == SOURCE_CONFIG
-            assert cost.usd == 1000 * entry.price.input + 100 * entry.price.output
-        else:
-            assert cost.source == SOURCE_PRICE_MAP and cost.usd > 0
+    def test_no_file_means_defaults(self, tmp_path, monkeypatch):
+        """Without a path and without ./models.json the defaults apply: no limits, no model prices."""
+        monkeypatch.chdir(tmp_path)
+        config = load_config()
+        assert config.models == () and config.user_limit is None and config.time_window_days == 30
 
-
-def test_no_file_means_defaults(tmp_path, monkeypatch):
-    """Without a path and without ./models.json the defaults apply: no limits, no model prices."""
-    monkeypatch.chdir(tmp_path)
-    config = load_config()
-    assert config.models == () and config.user_limit is None and config.time_window_days == 30
-
-
-def test_a_file_with_a_utf8_bom_loads(tmp_path):
-    """A models.json saved with a UTF-8 byte-order mark (Windows editors) loads like any other."""
-    path = tmp_path / "models.json"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"default": "mini", "models": [MODEL]}).encode())
-    assert load_config(path).default == "mini"
+    def test_a_file_with_a_utf8_bom_loads(self, tmp_path):
+        """A models.json saved with a UTF-8 byte-order mark (Windows editors) loads like any other."""
+        path = tmp_path / "models.json"
+        path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"default": "mini", "models": [MODEL]}).encode())
+        assert load_config(path).default == "mini"
 
 
 # -- models.json errors --------------------------------------------------------------------------------------------
@@ -109,128 +94,118 @@ BAD_MODELS_JSON = [
 ]
 
 
-@pytest.mark.parametrize("document, field, value, fix", BAD_MODELS_JSON)
-def test_a_bad_models_json_names_file_field_value_and_fix(tmp_path, document, field, value, fix):
-    """Each malformed setting raises ConfigurationError naming the file, the field, the bad value and the fix."""
-    path = write(tmp_path, document)
-    with pytest.raises(ConfigurationError) as raised:
-        load_config(path)
-    assert_names_everything(raised.value, path, field, value, fix)
+class TestModelsJsonErrors:
+    """Every malformed models.json fails loudly, naming the file, the field, the bad value and the fix."""
 
+    @pytest.mark.parametrize("document, field, value, fix", BAD_MODELS_JSON)
+    def test_a_bad_models_json_names_file_field_value_and_fix(self, tmp_path, document, field, value, fix):
+        """Each malformed setting raises ConfigurationError naming the file, the field, the bad value and the fix."""
+        path = write(tmp_path, document)
+        with pytest.raises(ConfigurationError) as raised:
+            load_config(path)
+        assert_names_everything(raised.value, path, field, value, fix)
 
-def test_rates_for_cache_without_input_and_output_are_rejected(tmp_path):
-    """A model giving only a cache-read rate is rejected: its calls could not be priced consistently."""
-    entry = {**MODEL, "cache_read_input_token_cost": 7.5e-08}
-    path = write(tmp_path, {"models": [entry]})
-    with pytest.raises(ConfigurationError) as raised:
-        load_config(path)
-    assert_names_everything(raised.value, path, "models[0]", entry, "input_cost_per_token")
+    def test_rates_for_cache_without_input_and_output_are_rejected(self, tmp_path):
+        """A model giving only a cache-read rate is rejected: its calls could not be priced consistently."""
+        entry = {**MODEL, "cache_read_input_token_cost": 7.5e-08}
+        path = write(tmp_path, {"models": [entry]})
+        with pytest.raises(ConfigurationError) as raised:
+            load_config(path)
+        assert_names_everything(raised.value, path, "models[0]", entry, "input_cost_per_token")
 
+    @pytest.mark.parametrize("text, problem", [
+        pytest.param('{"user_limit": 5,}', "trailing", id="trailing-comma"),
+        pytest.param('{"user_limit": 5 // per user\n}', "comments", id="comment"),
+        pytest.param("", "valid JSON", id="empty"),
+    ])
+    def test_invalid_json_names_the_line_and_column(self, tmp_path, text, problem):
+        """Invalid JSON raises ConfigurationError with the file, line and column, and says JSON allows no comments or
+        trailing commas."""
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigurationError) as raised:
+            load_config(path)
+        assert str(raised.value).startswith(f"{path}: line ")
+        assert "no comments or trailing commas" in raised.value.fix
 
-@pytest.mark.parametrize("text, problem", [
-    pytest.param('{"user_limit": 5,}', "trailing", id="trailing-comma"),
-    pytest.param('{"user_limit": 5 // per user\n}', "comments", id="comment"),
-    pytest.param("", "valid JSON", id="empty"),
-])
-def test_invalid_json_names_the_line_and_column(tmp_path, text, problem):
-    """Invalid JSON raises ConfigurationError with the file, line and column, and says JSON allows no comments or
-    trailing commas."""
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigurationError) as raised:
-        load_config(path)
-    assert str(raised.value).startswith(f"{path}: line ")
-    assert "no comments or trailing commas" in raised.value.fix
-
-
-@pytest.mark.parametrize("document", [[1, 2], "models", 5], ids=["list", "string", "number"])
-def test_a_document_that_is_not_an_object_is_rejected(tmp_path, document):
-    """A models.json whose top level is not a JSON object is rejected, naming the file."""
-    path = write(tmp_path, json.dumps(document))
-    with pytest.raises(ConfigurationError, match="must be a JSON object") as raised:
-        load_config(path)
-    assert raised.value.source == str(path)
-
-
-def test_a_missing_or_unreadable_file_names_the_path(tmp_path):
-    """A path that cannot be read raises ConfigurationError naming it (never "no limits")."""
-    for path in (tmp_path / "missing.json", tmp_path):
-        with pytest.raises(ConfigurationError, match="could not be read") as raised:
+    @pytest.mark.parametrize("document", [[1, 2], "models", 5], ids=["list", "string", "number"])
+    def test_a_document_that_is_not_an_object_is_rejected(self, tmp_path, document):
+        """A models.json whose top level is not a JSON object is rejected, naming the file."""
+        path = write(tmp_path, json.dumps(document))
+        with pytest.raises(ConfigurationError, match="must be a JSON object") as raised:
             load_config(path)
         assert raised.value.source == str(path)
 
+    def test_a_missing_or_unreadable_file_names_the_path(self, tmp_path):
+        """A path that cannot be read raises ConfigurationError naming it (never "no limits")."""
+        for path in (tmp_path / "missing.json", tmp_path):
+            with pytest.raises(ConfigurationError, match="could not be read") as raised:
+                load_config(path)
+            assert raised.value.source == str(path)
 
-def test_a_file_not_in_utf8_names_the_file(tmp_path):
-    """A models.json in another encoding (UTF-16) raises ConfigurationError naming the file and the fix."""
-    path = tmp_path / "models.json"
-    path.write_bytes(json.dumps({"user_limit": 5}).encode("utf-16"))
-    with pytest.raises(ConfigurationError, match="UTF-8") as raised:
-        load_config(path)
-    assert raised.value.source == str(path)
+    def test_a_file_not_in_utf8_names_the_file(self, tmp_path):
+        """A models.json in another encoding (UTF-16) raises ConfigurationError naming the file and the fix."""
+        path = tmp_path / "models.json"
+        path.write_bytes(json.dumps({"user_limit": 5}).encode("utf-16"))
+        with pytest.raises(ConfigurationError, match="UTF-8") as raised:
+            load_config(path)
+        assert raised.value.source == str(path)
 
+    def test_unknown_keys_far_from_known_ones_are_allowed(self, tmp_path):
+        """Keys that are not a near-miss of a known setting (other apps' settings) are ignored, not rejected."""
+        path = write(tmp_path, {"bot_prefix": "!", "models": [{**MODEL, "temperature": 0.2}], "default": "mini"})
+        assert load_config(path).default == "mini"
 
-def test_unknown_keys_far_from_known_ones_are_allowed(tmp_path):
-    """Keys that are not a near-miss of a known setting (other apps' settings) are ignored, not rejected."""
-    path = write(tmp_path, {"bot_prefix": "!", "models": [{**MODEL, "temperature": 0.2}], "default": "mini"})
-    assert load_config(path).default == "mini"
-
-
-def test_prices_are_exact_decimals(tmp_path):
-    """Prices are read as exact Decimals (from floats or strings), never binary floats."""
-    path = write(tmp_path, {"models": [{**MODEL, "input_cost_per_token": 1.5e-07, "output_cost_per_token": "6e-07"}]})
-    price = load_config(path).models[0].price
-    assert (price.input, price.output) == (Decimal("1.5e-07"), Decimal("6e-07"))
+    def test_prices_are_exact_decimals(self, tmp_path):
+        """Prices are read as exact Decimals (from floats or strings), never binary floats."""
+        path = write(tmp_path, {"models": [{**MODEL, "input_cost_per_token": 1.5e-07,
+                                            "output_cost_per_token": "6e-07"}]})
+        price = load_config(path).models[0].price
+        assert (price.input, price.output) == (Decimal("1.5e-07"), Decimal("6e-07"))
 
 
 # -- token_bypasses.json --------------------------------------------------------------------------------------------
 
-def test_bypasses_load_ids_given_as_numbers_or_digit_strings(tmp_path):
-    """token_bypasses.json accepts Discord ids as numbers or digit strings (JSON loses precision past 2**53)."""
-    path = write(tmp_path, {"users": [123456789012345678, "987654321098765432"], "guilds": [], "roles": ["5"]},
-                 "token_bypasses.json")
-    bypasses = load_bypasses(path)
-    assert bypasses.users == {123456789012345678, 987654321098765432} and bypasses.roles == {5}
-    assert bypasses.covers(user_id=987654321098765432) and not bypasses.covers(user_id=1, guild_id=2)
+class TestBypasses:
+    """token_bypasses.json: ids as numbers or digit strings, nobody without a file, bad entries named."""
+
+    def test_bypasses_load_ids_given_as_numbers_or_digit_strings(self, tmp_path):
+        """token_bypasses.json accepts Discord ids as numbers or digit strings (JSON loses precision past 2**53)."""
+        path = write(tmp_path, {"users": [123456789012345678, "987654321098765432"], "guilds": [], "roles": ["5"]},
+                     "token_bypasses.json")
+        bypasses = load_bypasses(path)
+        assert bypasses.users == {123456789012345678, 987654321098765432} and bypasses.roles == {5}
+        assert bypasses.covers(user_id=987654321098765432) and not bypasses.covers(user_id=1, guild_id=2)
+
+    def test_no_bypass_file_means_nobody(self, tmp_path, monkeypatch):
+        """Without token_bypasses.json nobody is bypassed."""
+        monkeypatch.chdir(tmp_path)
+        assert not load_bypasses().covers(user_id=1, guild_id=1)
+
+    @pytest.mark.parametrize("document, field, value, fix", [
+        pytest.param({"users": "123"}, "users", "123", "list of numeric Discord ids", id="not-a-list"),
+        pytest.param({"users": ["@alice"]}, "users", "@alice", "64-bit non-negative integer ids", id="name-not-id"),
+        pytest.param({"guilds": [-1]}, "guilds", -1, "64-bit non-negative integer ids", id="negative"),
+        pytest.param({"roles": [True]}, "roles", True, "64-bit non-negative integer ids", id="boolean"),
+        pytest.param({"guilds": [2**64]}, "guilds", 2**64, "64-bit non-negative integer ids", id="too-large"),
+        pytest.param({"user": [1]}, "user", [1], 'did you mean "users"', id="typo"),
+    ])
+    def test_a_bad_bypass_file_names_file_field_value_and_fix(self, tmp_path, document, field, value, fix):
+        """Each malformed bypass entry raises ConfigurationError naming the file, the field, the value and the fix."""
+        path = write(tmp_path, document, "token_bypasses.json")
+        with pytest.raises(ConfigurationError) as raised:
+            load_bypasses(path)
+        assert_names_everything(raised.value, path, field, value, fix)
 
 
-def test_no_bypass_file_means_nobody(tmp_path, monkeypatch):
-    """Without token_bypasses.json nobody is bypassed."""
-    monkeypatch.chdir(tmp_path)
-    assert not load_bypasses().covers(user_id=1, guild_id=1)
+# -- the tracker ---------------------------------------------------------------------------------------------------
 
+class TestTracker:
+    """The tracker refuses a bad configuration at construction."""
 
-@pytest.mark.parametrize("document, field, value, fix", [
-    pytest.param({"users": "123"}, "users", "123", "list of numeric Discord ids", id="not-a-list"),
-    pytest.param({"users": ["@alice"]}, "users", "@alice", "positive 64-bit integer ids", id="name-not-id"),
-    pytest.param({"guilds": [-1]}, "guilds", -1, "positive 64-bit integer ids", id="negative"),
-    pytest.param({"roles": [True]}, "roles", True, "positive 64-bit integer ids", id="boolean"),
-    pytest.param({"guilds": [2**64]}, "guilds", 2**64, "positive 64-bit integer ids", id="too-large"),
-    pytest.param({"user": [1]}, "user", [1], 'did you mean "users"', id="typo"),
-])
-def test_a_bad_bypass_file_names_file_field_value_and_fix(tmp_path, document, field, value, fix):
-    """Each malformed bypass entry raises ConfigurationError naming the file, the field, the value and the fix."""
-    path = write(tmp_path, document, "token_bypasses.json")
-    with pytest.raises(ConfigurationError) as raised:
-        load_bypasses(path)
-    assert_names_everything(raised.value, path, field, value, fix)
+    def test_a_tracker_with_a_bad_models_json_fails_at_construction(self, tmp_path):
+        """TokenTracker refuses to start on a malformed models.json instead of running without limits."""
+        from dspy_tokens import TokenTracker
 
-
-# -- arguments -----------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kwargs, field", [
-    ({"user_id": "alice"}, "user_id"), ({"guild_id": -1}, "guild_id"), ({"channel_id": 2**63}, "channel_id"),
-    ({"user_id": True}, "user_id"),
-])
-def test_usage_context_rejects_bad_ids_where_they_are_written(kwargs, field):
-    """usage_context validates ids when created, naming the argument and the bad value."""
-    with pytest.raises(ConfigurationError) as raised:
-        usage_context(**kwargs)
-    assert raised.value.field == field and raised.value.value == kwargs[field]
-
-
-def test_a_tracker_with_a_bad_models_json_fails_at_construction(tmp_path):
-    """TokenTracker refuses to start on a malformed models.json instead of running without limits."""
-    from dspy_tokens import TokenTracker
-
-    path = write(tmp_path, {"user_limit": -1})
-    with pytest.raises(ConfigurationError, match="user_limit"):
-        TokenTracker(f"sqlite:///{tmp_path / 'u.db'}", path, spill_dir=tmp_path / "spill")
+        path = write(tmp_path, {"user_limit": -1})
+        with pytest.raises(ConfigurationError, match="user_limit"):
+            TokenTracker(f"sqlite:///{tmp_path / 'u.db'}", path, spill_dir=tmp_path / "spill")

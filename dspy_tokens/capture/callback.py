@@ -144,7 +144,8 @@ class CallRecorder(BaseCallback):
 
     def _find_entry(self, started: _Started) -> dict | None:
         """This call's own history entry: matched by identity of its messages list, never ``history[-1]``."""
-        for history in (getattr(started.instance, "history", None), global_history()):
+        for source in (lambda: getattr(started.instance, "history", None), global_history):
+            history = source()  # DSPy's global history is read only when the LM's own has no entry
             if not history:
                 continue
             for entry in itertools.islice(reversed(history), HISTORY_SCAN_DEPTH):

@@ -10,7 +10,7 @@ import click
 
 from dspy_tokens import DspyTokensError, Reports, StorageError
 from dspy_tokens.reports import to_json_value
-from dspy_tokens.store import ENV_VAR, resolve_url
+from dspy_tokens.store import ENV_VAR, resolve_url, sqlite_path
 
 database_option = click.option(
     "--database", "-d", envvar=ENV_VAR, default=None, show_envvar=True,
@@ -82,16 +82,11 @@ def period_range(period, since, until) -> dict:
 
 def open_reports(database) -> Reports:
     """Reports over an existing database: a missing SQLite file is an error, not a new empty database."""
-    from pathlib import Path
-
-    from playhouse.db_url import parse
-
     url = resolve_url(database)
-    if url.lower().startswith("sqlite"):
-        path = parse(url).get("database")
-        if path and path != ":memory:" and not Path(path).exists():
-            raise click.ClickException(f"no database at {path}: record some calls first, or pass --database "
-                                       f"(or set {ENV_VAR})")
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise click.ClickException(f"no database at {path}: record some calls first, or pass --database "
+                                   f"(or set {ENV_VAR})")
     return Reports(url)
 
 

@@ -56,7 +56,7 @@ class UsageWriter:
 
     def __init__(self, store: Store, to_row: Callable[[object], UsageRow], spill_dir: Path,
                  max_buffer: int = 10_000, batch_size: int = 1_000, max_retry_delay: float = 5.0,
-                 on_committed: Callable[[list[UsageRow]], None] | None = None, journal: bool = True):
+                 on_committed: Callable[[int], None] | None = None, journal: bool = True):
         self.store = store
         self.to_row = to_row
         self.spill = SpillDirectory(Path(spill_dir))
@@ -233,7 +233,7 @@ class UsageWriter:
         self.committed += added
         if self.on_committed is not None:
             try:
-                self.on_committed(batch)
+                self.on_committed(added)
             except Exception:
                 log.exception("dspy-tokens: on_committed hook failed")
 

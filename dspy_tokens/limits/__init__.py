@@ -5,7 +5,7 @@ from .decision import LimitDecision
 from .guard import Guard
 from .limiter import Limiter
 from .messages import describe
-from .rules import COST, DAY, MONTH, ROLLING, TOKENS, Rule, rules_from_config
+from .rules import COST, DAY, MONTH, ROLLING, TOKENS, Rule, rolling_window_start, rules_from_config
 
 __all__ = ["COST", "DAY", "Guard", "LimitDecision", "Limiter", "MONTH", "ROLLING", "Rule", "TOKENS", "describe",
-           "rules_from_config"]
+           "rolling_window_start", "rules_from_config"]

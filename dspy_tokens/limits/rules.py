@@ -22,6 +22,16 @@ FLAT_KEYS = ("user_limit", "guild_limit", "global_limit", "user_cost_limit", "gu
              "global_cost_limit", "daily_token_limit", "daily_cost_limit", "monthly_cost_limit")
 
 
+def rolling_start_hour(days: int, now: datetime) -> int:
+    """The first hour inside a rolling window of ``days`` at ``now``: usage leaves at the end of the hour in which
+    it becomes ``days`` old."""
+    return hour_of(now) - 24 * days
+
+
+def rolling_window_start(days: int, now: datetime) -> datetime:
+    return moment_of_hour(rolling_start_hour(days, now))
+
+
 @dataclass(frozen=True)
 class Rule:
     key: str  # the models.json setting, e.g. "user_limit" or "models[gpt-4o].user_limit"
@@ -43,7 +53,7 @@ class Rule:
     def start_hour(self, now: datetime) -> int:
         """The first hour inside the window at ``now``."""
         if self.window == ROLLING:
-            return hour_of(now) - 24 * self.days
+            return rolling_start_hour(self.days, now)
         if self.window == DAY:
             return hour_of(now.replace(hour=0, minute=0, second=0, microsecond=0))
         return hour_of(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))

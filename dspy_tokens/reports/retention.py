@@ -61,8 +61,8 @@ def cleanup(store: Store, older_than_days: int, *, now: datetime | None = None, 
 
 
 class RetentionScheduler:
-    """Runs a cleanup on a short-lived thread after a commit, when ``retention_days`` is set, at most once per
-    ``interval`` seconds, so an idle tracker does nothing. ``configure`` takes a reloaded configuration."""
+    """The writer's commit hook when ``retention_days`` is set: runs a cleanup on a short-lived thread at most
+    once per ``interval`` seconds, so an idle tracker does nothing. ``configure`` takes a reloaded configuration."""
 
     def __init__(self, reports, config: Config, interval: float = 3600.0,
                  on_done: Callable[[], None] | None = None):
@@ -74,7 +74,7 @@ class RetentionScheduler:
     def configure(self, config: Config) -> None:
         self.config = config
 
-    def __call__(self, committed_batch=None) -> None:
+    def __call__(self, committed: int = 0) -> None:
         now = time.monotonic()
         if self.stopped or not self.config.retention_days or now < self._due:
             return

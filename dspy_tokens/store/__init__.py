@@ -5,8 +5,9 @@ Public for operators and importers: :class:`Store` (``Store(url).write_batch([..
 :data:`ROW_COLUMNS` and :data:`EXPORT_COLUMNS`.
 """
 
-from ._db import DEFAULT_URL, ENV_VAR, redact, resolve_url
+from ._db import DEFAULT_URL, ENV_VAR, redact, resolve_url, sqlite_path
 from .engine import Store
 from .rows import EXPORT_COLUMNS, ROW_COLUMNS, UsageRow
 
-__all__ = ["DEFAULT_URL", "ENV_VAR", "EXPORT_COLUMNS", "ROW_COLUMNS", "Store", "UsageRow", "redact", "resolve_url"]
+__all__ = ["DEFAULT_URL", "ENV_VAR", "EXPORT_COLUMNS", "ROW_COLUMNS", "Store", "UsageRow", "redact", "resolve_url",
+           "sqlite_path"]

@@ -52,6 +52,15 @@ def open_database(url: str | None = None) -> peewee.Database:
                          "sqlite:///usage.db, postgresql://user@host:5432/db or mysql://user@host:3306/db") from exc
 
 
+def sqlite_path(url: str | None = None) -> Path | None:
+    """The file of a SQLite URL (None for other databases and for in-memory SQLite)."""
+    url = resolve_url(url)
+    if not url.lower().startswith("sqlite"):
+        return None
+    path = db_url.parse(url).get("database")
+    return Path(path).expanduser() if path and path != ":memory:" else None
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parsed = db_url.urlparse(url)

@@ -11,14 +11,14 @@ import threading
 from typing import Sequence
 
 from . import aggregates, migrations, rebuild
-from ._db import classify, dialect, open_database, redact, resolve_url, write_transaction
+from ._db import classify, dialect, open_database, redact, resolve_url
 from ._sql import executemany, insert_sql, upsert_sql
 from .prune import Pruner
 from .records import Records
 from .rows import ROW_COLUMNS, UsageRow
-from .schema import bind_models, stored_time
+from .schema import bind_models
 from .spans import SpanReader
-from .units import COUNTER_MEASURES, MEASURES
+from .units import COUNTER_MEASURES, MEASURES, stored_time
 from .windows import LimitWindows
 
 LOOKUP_CHUNK = 500
@@ -36,6 +36,9 @@ class Store:
         self.models = bind_models(self.db)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        # Bound once, so the write path runs no helper of ours to open its transaction (IMMEDIATE on SQLite).
+        self._transaction = (functools.partial(self.db.atomic, "IMMEDIATE") if self.dialect == "sqlite"
+                             else self.db.atomic)
         kind, p = self.dialect, self.db.param
         self._insert_sql = insert_sql(kind, p, "token_usage", ROW_COLUMNS)
         self._upserts = (
@@ -142,7 +145,7 @@ class Store:
         try:
             self.ensure_schema()
             self.db.connect(reuse_if_open=True)
-            with write_transaction(self.db):
+            with self._transaction():
                 fresh = self._fresh(rows) if rows else []
                 if fresh:
                     cursor = self.db.cursor()

@@ -27,6 +27,8 @@ from types import SimpleNamespace
 
 import peewee as pw
 
+from .units import stored_time
+
 
 class UTCDateTimeField(pw.DateTimeField):
     """Stored as naive UTC (fixed-width text with microseconds on SQLite, so text order is time order);
@@ -48,14 +50,6 @@ class UTCDateTimeField(pw.DateTimeField):
     def get_modifiers(self):
         # MySQL's DATETIME drops microseconds unless asked; the others ignore the precision argument.
         return [6]
-
-
-def stored_time(value: datetime, sqlite: bool):
-    """The stored form of a UTC-aware time: naive UTC, as fixed-width text on SQLite."""
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}; pass a UTC-aware datetime")
-    naive = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
 
 
 class TokenUsage(pw.Model):

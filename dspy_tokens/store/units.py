@@ -25,6 +25,15 @@ COUNTER_MEASURES = ("calls", "tokens", "cost_pusd", "unpriced_calls")
 COUNTER_OF_MEASURES = (0, 3, 6, 7)
 
 
+def stored_time(value: datetime, sqlite: bool):
+    """The stored form of a UTC-aware time: naive UTC; fixed-width text with microseconds on SQLite (so text
+    order is time order)."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}; pass a UTC-aware datetime")
+    naive = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+
+
 def to_pico(usd: Decimal | int | str) -> int:
     return int((Decimal(usd) * PICO).to_integral_value(ROUND_HALF_UP))
 

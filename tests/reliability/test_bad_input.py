@@ -1,7 +1,7 @@
 """Bad input, end to end: each is a clear error where it is written, or is stored as what it is — never a lost
 call, a dead writer, or silently "unlimited".
 
-The unit tests of the parsers live in tests/test_config.py and tests/test_usage.py; these drive the same inputs
+The unit tests of the parsers live in tests/test_config.py and tests/capture/test_usage.py; these drive the same inputs
 through a live tracker, its writer and a real database (SQLite, PostgreSQL, MariaDB).
 """
 
@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dspy_tokens import ConfigurationError, TokenLimitExceeded, usage_context
-from dspy_tokens.callback import ObservedCall
+from dspy_tokens.capture import Attribution, ObservedCall
+from dspy_tokens.capture.usage import MAX_TOKENS_PER_CALL, normalize_usage
 from dspy_tokens.config import parse_config
-from dspy_tokens.context import Attribution
 from dspy_tokens.testing import FakeLLMServer, Reply
-from dspy_tokens.usage import MAX_TOKENS_PER_CALL, normalize_usage
-from rel_support import count_rows, counter_totals, spill_files
+from tests.support.db import all_rows, store_of
+from tests.support.reliability import count_rows, counter_totals, spill_files
 
 
 def observed(usage, *, user_id=5, model="openai/gpt-4o-mini", feature="bad-input") -> ObservedCall:
@@ -34,8 +34,10 @@ def observed(usage, *, user_id=5, model="openai/gpt-4o-mini", feature="bad-input
 
 
 def stored(tracker, call_uuids) -> dict:
-    model = tracker.store.models.TokenUsage
-    with tracker.store.db.connection_context():
+    """The stored rows of these calls, by call_uuid."""
+    store = store_of(tracker)
+    model = store.models.TokenUsage
+    with store.db.connection_context():
         return {r["call_uuid"]: r for r in model.select().where(model.call_uuid.in_(list(call_uuids))).dicts()}
 
 
@@ -69,7 +71,7 @@ def test_malformed_provider_usage_never_loses_a_call(database_url, make_tracker)
         calls = [observed(u) for u in usages]
         for call in calls:
             tracker.emit(call)
-        assert tracker.flush(timeout=30), tracker.writer.last_error
+        assert tracker.flush(timeout=30), tracker.stats.last_error
         rows = stored(tracker, [c.call_uuid for c in calls])
         assert len(rows) == len(calls)  # nothing lost
         for call, usage in zip(calls, usages):
@@ -83,10 +85,10 @@ def test_malformed_provider_usage_never_loses_a_call(database_url, make_tracker)
         total["rows"] += len(calls)
 
     batch()
-    assert tracker.writer.last_error is None
-    assert count_rows(tracker.store) == (total["rows"], total["rows"])
-    assert counter_totals(tracker.store) == (total["rows"], total["tokens"])
-    assert not [p for p in spill_files(tracker.writer.spill.path) if p.name.startswith("rejected-")]
+    assert tracker.stats.last_error is None
+    assert count_rows(tracker) == (total["rows"], total["rows"])
+    assert counter_totals(tracker) == (total["rows"], total["tokens"])
+    assert not [p for p in spill_files(tracker.stats.spill_dir) if p.name.startswith("rejected-")]
 
 
 @pytest.mark.parametrize("usage", [
@@ -110,19 +112,13 @@ def test_a_real_call_with_malformed_usage_is_recorded_once(database_url, make_tr
                 raised = exc
         assert tracker.flush(timeout=30)
         assert server.answered == 1
-    assert count_rows(tracker.store) == (1, 1)
-    (row,) = _all_rows(tracker)
+    assert count_rows(tracker) == (1, 1)
+    (row,) = all_rows(tracker)
     if raised is None:
         assert row["error"] is None and row["usage_reported"] == normalize_usage(usage).reported
     else:
         assert row["error"] and type(raised).__name__ in row["error"]
         assert row["usage_reported"] is False and row["total_tokens"] is None
-
-
-def _all_rows(tracker) -> list[dict]:
-    model = tracker.store.models.TokenUsage
-    with tracker.store.db.connection_context():
-        return list(model.select().dicts())
 
 
 def test_absurd_token_counts_are_stored_as_unreported_and_the_maximum_exactly(database_url, make_tracker):
@@ -133,7 +129,7 @@ def test_absurd_token_counts_are_stored_as_unreported_and_the_maximum_exactly(da
                         "total_tokens": MAX_TOKENS_PER_CALL + 1})
     for call in (absurd, biggest):
         tracker.emit(call)
-    assert tracker.flush(timeout=30), tracker.writer.last_error
+    assert tracker.flush(timeout=30), tracker.stats.last_error
     rows = stored(tracker, [absurd.call_uuid, biggest.call_uuid])
     assert rows[absurd.call_uuid]["usage_reported"] is False
     assert rows[absurd.call_uuid]["total_tokens"] is None
@@ -147,9 +143,9 @@ def test_many_calls_at_the_maximum_count_in_one_hour_all_land(database_url, make
     calls = [observed({"prompt_tokens": MAX_TOKENS_PER_CALL, "completion_tokens": 1}) for _ in range(100)]
     for call in calls:
         tracker.emit(call)
-    assert tracker.flush(timeout=60), tracker.writer.last_error
-    assert count_rows(tracker.store) == (100, 100)
-    assert not [p for p in spill_files(tracker.writer.spill.path) if p.name.startswith("rejected-")]
+    assert tracker.flush(timeout=60), tracker.stats.last_error
+    assert count_rows(tracker) == (100, 100)
+    assert not [p for p in spill_files(tracker.stats.spill_dir) if p.name.startswith("rejected-")]
 
 
 # -- ids --------------------------------------------------------------------------------------------------------
@@ -180,7 +176,7 @@ def test_digit_string_ids_mean_the_same_user_everywhere(database_url, make_track
             with tracker.guard(user_id="42", estimate=10_000):
                 dspy.Predict("question -> answer")(question="who am i")
     assert tracker.flush(timeout=30)
-    (row,) = _all_rows(tracker)
+    (row,) = all_rows(tracker)
     assert row["user_id"] == 42
 
 
@@ -200,7 +196,7 @@ def test_feature_and_session_with_quotes_and_sql_are_stored_verbatim(database_ur
             with usage_context(user_id=3, feature="plain"):
                 dspy.Predict("question -> answer")(question="second")
     assert tracker.flush(timeout=30)
-    rows = {r["feature"]: r for r in _all_rows(tracker)}
+    rows = {r["feature"]: r for r in all_rows(tracker)}
     assert set(rows) == {NASTY, "plain"}
     assert rows[NASTY]["session_id"] == session
     features = {g.key for g in tracker.breakdown("feature")}
@@ -263,5 +259,5 @@ def test_a_bypassed_user_over_every_limit_is_admitted_and_recorded(database_url,
                     dspy.Predict("question -> answer")(question="bypassed")
         answered = server.answered
     assert tracker.flush(timeout=30)
-    assert count_rows(tracker.store) == (answered, answered) and answered == 2
+    assert count_rows(tracker) == (answered, answered) and answered == 2
     assert not tracker.check(user_id=8, guild_id=8, estimate=50).allowed  # everyone else is over

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from dspy_tokens.testing import FakeLLMServer
-from rel_support import count_rows, counter_totals, read_event, spawn, token_sums
+from tests.support.db import reservations
+from tests.support.reliability import count_rows, counter_totals, read_event, spawn, token_sums
 
 PROCESSES, THREADS, SECONDS = 2, 8, 6
 LIMITS = {"user_limit": 10**9, "guild_limit": 10**10, "global_limit": 10**12}
@@ -30,9 +31,8 @@ def test_two_processes_eight_threads_no_database_is_locked_escapes(sqlite_url, m
         assert not [p for p in result["problems"] if "locked" in p.lower()]
         assert result["guarded"] >= THREADS and result["plain"] >= THREADS
     tracker = make_tracker(sqlite_url)
-    rows, distinct = count_rows(tracker.store)
+    rows, distinct = count_rows(tracker)
     assert rows == distinct == answered == sum(r["guarded"] + r["plain"] for r in results)
-    assert token_sums(tracker.store) == sent
-    assert counter_totals(tracker.store) == (rows, sent["total_tokens"])
-    with tracker.store.db.connection_context():
-        assert tracker.store.models.Reservation.select().count() == 0
+    assert token_sums(tracker) == sent
+    assert counter_totals(tracker) == (rows, sent["total_tokens"])
+    assert reservations(tracker) == 0

@@ -14,9 +14,10 @@ import random
 import signal
 import time
 
-
 from dspy_tokens.testing import FakeLLMServer
-from rel_support import count_rows, counter_totals, read_event, spawn, spill_files, token_sums
+from tests.support.db import store_of
+from tests.support.reliability import count_rows, counter_totals, read_event, spawn, spill_files, token_sums
+from tests.support.rows import as_rows, insert, seed_row
 
 THREADS = 4
 KILLS = 2
@@ -45,16 +46,16 @@ def test_sigkill_mid_stream_loses_at_most_the_bound_and_duplicates_nothing(datab
             time.sleep(0.1)  # let the server finish answering requests that were in flight
             journals = [p.name for p in spill_files(spill) if p.name.startswith("journal-")]
             restarted = make_tracker(database_url, spill_dir=spill)
-            assert restarted.flush(timeout=60), restarted.writer.last_error
-            rows, distinct = count_rows(restarted.store)
+            assert restarted.flush(timeout=60), restarted.stats.last_error
+            rows, distinct = count_rows(restarted)
             answered = server.answered
             assert rows == distinct  # no duplicates
             missing.append(answered - rows - sum(missing))  # this kill's share
-            print(f"\nkill {attempt + 1} on {restarted.store.dialect}: {answered} answered, {rows} stored "
+            print(f"\nkill {attempt + 1} on {store_of(restarted).dialect}: {answered} answered, {rows} stored "
                   f"(cumulative), {missing[-1]} missing; journal files left by the killed process: {journals}")
             assert 0 <= missing[-1] <= BOUND
-            total = token_sums(restarted.store)["total_tokens"]
-            assert counter_totals(restarted.store) == (rows, total)
+            total = token_sums(restarted)["total_tokens"]
+            assert counter_totals(restarted) == (rows, total)
             restarted.close()
         assert not [p for p in spill_files(spill) if p.name.startswith(("journal-", "spill-", "claimed-"))
                     and not p.stat().st_size == 0]
@@ -66,19 +67,18 @@ def test_a_replay_interrupted_by_a_crash_is_finished_once(sqlite_url, make_track
     import subprocess
     import sys
 
-    from dspy_tokens.testing import usage_row
-    from dspy_tokens.writer import SpillDirectory
+    from dspy_tokens.ingest import SpillDirectory
 
-    rows = [usage_row(user_id=1 + i % 3) for i in range(50)]
+    rows = [seed_row(user_id=1 + i % 3) for i in range(50)]
     spill = SpillDirectory(tmp_path / "spill")
-    segment = spill.write(rows)
+    segment = spill.write(as_rows(rows))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     claimed = segment.with_name(f"claimed-{dead_pid}-deadbeef-{segment.name}")
     os.replace(segment, claimed)  # as if process dead_pid had claimed it and died
     first = make_tracker(sqlite_url, spill_dir=tmp_path / "other")
-    first.store.insert_rows(rows[:20])  # ... after committing part of it
+    insert(first.database_url, rows[:20])  # ... after committing part of it
     tracker = make_tracker(sqlite_url, spill_dir=tmp_path / "spill")
     assert tracker.flush(timeout=30)
-    assert count_rows(tracker.store) == (50, 50)
+    assert count_rows(tracker) == (50, 50)
     assert not spill_files(tmp_path / "spill")

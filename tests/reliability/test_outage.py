@@ -15,10 +15,11 @@ import pytest
 
 from dspy_tokens import TokenTracker, usage_context
 from dspy_tokens.config import parse_config
+from dspy_tokens.ingest import UsageWriter
 from dspy_tokens.testing import FakeLLMServer
-from rel_support import count_rows, counter_totals, host_port, spill_files, token_sums
-
-from dspy_tokens.testing import TcpProxy, via_proxy
+from tests.support.db import reservations
+from tests.support.faults import TcpProxy, via_proxy
+from tests.support.reliability import count_rows, counter_totals, host_port, spill_files, token_sums
 
 SERVERS = pytest.mark.parametrize("database_url", ["postgres", "mysql"], indirect=True)
 LIMITS = {"user_limit": 10**9, "guild_limit": 10**10}
@@ -36,11 +37,11 @@ def calls(predict, lm, tracker, n: int, tag: str, guarded: bool = False) -> None
 
 
 def assert_exactly_once(tracker: TokenTracker, server: FakeLLMServer) -> int:
-    rows, distinct = count_rows(tracker.store)
+    rows, distinct = count_rows(tracker)
     assert rows == distinct == server.answered
     sent = server.usage_totals()
-    assert token_sums(tracker.store) == sent
-    assert counter_totals(tracker.store) == (rows, sent["total_tokens"])
+    assert token_sums(tracker) == sent
+    assert counter_totals(tracker) == (rows, sent["total_tokens"])
     return rows
 
 
@@ -64,25 +65,30 @@ def test_outage_calls_succeed_and_every_record_lands_once_after_reconnect(databa
             assert decision.allowed and decision.warning  # fail-open by default, flagged
             assert not tracker.flush(timeout=1.0)
             assert time.monotonic() - started < 60  # nothing waited on a dead database for long
-            assert tracker.writer.last_error
+            assert tracker.stats.last_error
             assert any(p.name.startswith("spill-") for p in spill_files(spill)), "rows beyond max_buffer spill"
             proxy.start()
-            assert tracker.flush(timeout=60), tracker.writer.last_error
+            assert tracker.flush(timeout=60), tracker.stats.last_error
             rows = assert_exactly_once(tracker, server)
             assert rows == 90
             assert not [p for p in spill_files(spill) if p.name.startswith(("spill-", "claimed-", "rejected-"))]
-            with tracker.store.db.connection_context():
-                assert tracker.store.models.Reservation.select().count() == 0
+            assert reservations(tracker) == 0
     finally:
         proxy.stop()
 
 
 @SERVERS
-def test_flapping_connection_never_loses_or_duplicates_a_row(database_url, make_tracker, tmp_path):
+def test_flapping_connection_never_loses_or_duplicates_a_row(database_url, make_tracker, tmp_path, monkeypatch):
     """The proxy drops every connection every ~150 ms while 4 threads make calls: rows == answered exactly."""
+    real_init = UsageWriter.__init__
+
+    def quick_retries(writer, *args, **kwargs):  # the tracker's writer backs off at most 0.2 s, not 5 s
+        kwargs.setdefault("max_retry_delay", 0.2)
+        real_init(writer, *args, **kwargs)
+
+    monkeypatch.setattr(UsageWriter, "__init__", quick_retries)
     proxy = TcpProxy(*host_port(database_url)).start()
     tracker = make_tracker(via_proxy(database_url, proxy), spill_dir=tmp_path / "spill", max_buffer=100)
-    tracker.writer.max_retry_delay = 0.2
     stop = threading.Event()
 
     def flap():
@@ -106,7 +112,7 @@ def test_flapping_connection_never_loses_or_duplicates_a_row(database_url, make_
             flapper.join()
             if not proxy.up:
                 proxy.start()
-            assert tracker.flush(timeout=60), tracker.writer.last_error
+            assert tracker.flush(timeout=60), tracker.stats.last_error
             print(f"\nflapping: {proxy.accepted} connections made through the proxy")
             assert assert_exactly_once(tracker, server) == 240
     finally:
@@ -126,8 +132,8 @@ def test_records_made_while_refused_are_written_by_the_next_tracker(database_url
         assert not down.close(timeout=2)  # could not commit: kept on disk instead
         assert spill_files(spill)
         up = make_tracker(database_url, spill_dir=spill)
-        assert up.flush(timeout=60), up.writer.last_error
+        assert up.flush(timeout=60), up.stats.last_error
         assert assert_exactly_once(up, server) == 25
         again = make_tracker(database_url, spill_dir=spill)  # nothing is replayed twice
         assert again.flush(timeout=30)
-        assert count_rows(up.store) == (25, 25)
+        assert count_rows(up) == (25, 25)

@@ -9,7 +9,8 @@ import signal
 import time
 
 from dspy_tokens.config import parse_config
-from rel_support import read_event, spawn
+from tests.support.db import reservations, store_of
+from tests.support.reliability import read_event, spawn
 
 TTL = 3
 CONFIG = {"user_limit": 10_000, "reservation_ttl_seconds": TTL}
@@ -33,12 +34,11 @@ def test_a_killed_guard_blocks_the_user_only_until_its_reservation_expires(datab
         assert time.time() < expires + 2.0, f"still refused {time.time() - expires:.1f}s after the TTL"
         time.sleep(0.05)
     admitted_after = time.time() - held["at"]
-    print(f"\nleaked reservation on {tracker.store.dialect}: admitted again {admitted_after:.2f}s after it was "
+    print(f"\nleaked reservation on {store_of(tracker).dialect}: admitted again {admitted_after:.2f}s after it was "
           f"taken (TTL {TTL}s)")
     assert admitted_after >= TTL - 0.5  # not before it expired
     assert decision.reserved == 0
     with tracker.guard(user_id=USER, estimate=ESTIMATE) as admitted:
         assert admitted.allowed and admitted.reservation_id
     assert tracker.flush(timeout=30)
-    with tracker.store.db.connection_context():  # the expired one was swept when the new one was taken
-        assert tracker.store.models.Reservation.select().count() == 0
+    assert reservations(tracker) == 0  # the expired one was swept when the new one was taken

@@ -15,7 +15,8 @@ import pytest
 
 from dspy_tokens import usage_context
 from dspy_tokens.testing import FakeLLMServer
-from rel_support import SOAK_SECONDS, count_rows, counter_totals, token_sums
+from tests.support.db import store_of
+from tests.support.reliability import SOAK_SECONDS, count_rows, counter_totals, token_sums
 
 THREADS, TASKS = 8, 50
 
@@ -67,14 +68,14 @@ def test_sustained_load_stores_exactly_what_the_server_answered(database_url, ma
         asyncio.run(tasks())
         for t in threads:
             t.join()
-        assert tracker.flush(timeout=120), f"writer did not drain: {tracker.writer.last_error}"
+        assert tracker.flush(timeout=120), f"writer did not drain: {tracker.stats.last_error}"
         answered, sent = server.answered, server.usage_totals()
 
     assert not failures, failures[:5]
-    rows, distinct = count_rows(tracker.store)
-    print(f"\nsoak {SOAK_SECONDS:.0f}s on {tracker.store.dialect}: {made['threads']} thread calls + "
+    rows, distinct = count_rows(tracker)
+    print(f"\nsoak {SOAK_SECONDS:.0f}s on {store_of(tracker).dialect}: {made['threads']} thread calls + "
           f"{made['tasks']} task calls, {answered} answered, {rows} rows")
     assert made["threads"] >= THREADS and made["tasks"] >= TASKS  # both kinds of load really ran
     assert rows == distinct == answered == made["threads"] + made["tasks"]
-    assert token_sums(tracker.store) == sent
-    assert counter_totals(tracker.store) == (rows, sent["total_tokens"])
+    assert token_sums(tracker) == sent
+    assert counter_totals(tracker) == (rows, sent["total_tokens"])

@@ -6,15 +6,18 @@ from __future__ import annotations
 import atexit
 import os
 import uuid as uuidlib
+from collections import defaultdict
 
 import peewee
 from playhouse.db_url import parse
 
 from dspy_tokens.store import Store
 from dspy_tokens.store._db import open_database
+from dspy_tokens.store.units import PICO
 
 POSTGRES_URL = os.environ.get("DSPY_TOKENS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("DSPY_TOKENS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1: connection refused
 _reachable: dict[str, str | None] = {}
 _stores: dict[str, Store] = {}
 
@@ -101,8 +104,60 @@ def reservations(target) -> int:
 
 
 def counter_rows(target, table: str = "UsageCounter") -> list[dict]:
+    """Every row of one aggregate table (a model name of ``dspy_tokens.store.schema``), as dicts."""
     store = store_of(target)
     store.ensure_schema()
     model = getattr(store.models, table)
     with store.db.connection_context():
         return list(model.select().dicts())
+
+
+def rows_in(url: str) -> list[dict]:
+    """Every row in the database at ``url``, read through a connection of its own ([] before the table exists)."""
+    store = Store(url)
+    try:
+        model = store.models.TokenUsage
+        with store.db.connection_context():
+            if not store.db.table_exists("token_usage"):
+                return []
+            return list(model.select().dicts())
+    finally:
+        store.close()
+
+
+# -- the hourly limit counters against the raw rows -------------------------------------------------------------
+
+def expected_counters(rows: list[dict]) -> dict[tuple, list[int]]:
+    """(scope, scope_id, hour) -> [calls, tokens, cost in picodollars, unpriced calls], summed from raw rows."""
+    totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for row in rows:
+        hour = int(row["created_at"].timestamp()) // 3600
+        cost = row["cost_usd"]
+        scopes = [("global", 0)] + [(scope, row[f"{scope}_id"]) for scope in ("user", "guild")
+                                    if row[f"{scope}_id"] is not None]
+        for scope, scope_id in scopes:
+            acc = totals[(scope, scope_id, hour)]
+            acc[0] += 1
+            acc[1] += row["total_tokens"] or 0
+            acc[2] += int(cost * PICO) if cost is not None else 0
+            acc[3] += cost is None and row["error"] is None
+    return dict(totals)
+
+
+def stored_counters(target) -> dict[tuple, list[int]]:
+    """The stored hourly counters in the shape of :func:`expected_counters`."""
+    return {(c["scope"], c["scope_id"], c["hour"]): [c["calls"], c["tokens"], c["cost_pusd"], c["unpriced_calls"]]
+            for c in counter_rows(target)}
+
+
+def assert_counters_match_rows(tracker) -> None:
+    """After a flush, the hourly counters are exactly the sums of the stored rows."""
+    rows = stored_rows(tracker)
+    assert stored_counters(tracker) == expected_counters(rows)
+
+
+def only_row(tracker) -> dict:
+    """The one stored row (after a flush); fails showing every row when there is not exactly one."""
+    rows = stored_rows(tracker)
+    assert len(rows) == 1, rows
+    return rows[0]

@@ -8,9 +8,11 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+
 class TcpProxy:
-    """A real network outage for tests: forwards 127.0.0.1:<port> to a database server. ``stop()`` closes the listener (new connections are
-    refused) and cuts every open connection mid-stream; ``start()`` listens again on the same port."""
+    """A real network outage for tests: forwards 127.0.0.1:<port> to a database server. ``stop()`` closes the
+    listener (new connections are refused) and cuts every open connection mid-stream; ``start()`` listens again on
+    the same port."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)

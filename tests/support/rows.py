@@ -17,10 +17,12 @@ _serial = itertools.count()
 
 
 def at(*args) -> datetime:
+    """A UTC-aware datetime: ``at(2025, 3, 12, 10, 30)``."""
     return datetime(*args, tzinfo=UTC)
 
 
-def usage_row(created_at: datetime, *, prompt: int | None = 0, completion: int | None = 0, cost="0", **overrides) -> dict:
+def usage_row(created_at: datetime, *, prompt: int | None = 0, completion: int | None = 0, cost="0",
+              **overrides) -> dict:
     """A complete ``token_usage`` row (every column of ``ROW_COLUMNS``); ``cost`` is a decimal string or None."""
     n = next(_serial)
     row = {
@@ -38,6 +40,7 @@ def usage_row(created_at: datetime, *, prompt: int | None = 0, completion: int |
 
 
 def as_rows(rows: list[dict]) -> list[UsageRow]:
+    """Row dicts (every column) as the ``UsageRow`` tuples the store and the writer take."""
     return [UsageRow(**row) for row in rows]
 
 
@@ -107,7 +110,12 @@ def random_rows(n: int, seed: int = 7, start: datetime = at(2024, 12, 20), end: 
         moment = moment.replace(microsecond=rnd.choice([0, 999999, rnd.randrange(10**6)]))
         failed = rnd.random() < 0.1
         hit = not failed and rnd.random() < 0.1
-        prompt, completion = (None, None) if failed else (0, 0) if hit else (rnd.randrange(1, 500), rnd.randrange(1, 200))
+        if failed:
+            prompt, completion = None, None
+        elif hit:
+            prompt, completion = 0, 0
+        else:
+            prompt, completion = rnd.randrange(1, 500), rnd.randrange(1, 200)
         if failed:
             cost = None
         elif hit:

@@ -1,4 +1,4 @@
-"""Helpers shared by the tracking/accounting/writer tests: what the server sent, and what a row must say about it."""
+"""Helpers shared by the tests that run real DSPy programs: what the server sent, and what a row must say about it."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ def sent(request: RequestLog) -> dict:
 
 
 def tokens(row: dict) -> dict:
+    """The five token columns of a stored row."""
     return {column: row[column] for column in TOKEN_COLUMNS}
 
 
 def answered(server) -> list[RequestLog]:
+    """The requests the server answered (HTTP 200), in arrival order."""
     return [r for r in server.requests if r.status == 200]
 
 
@@ -53,6 +55,7 @@ def assert_rows_match_requests(rows: list[dict], server) -> None:
 
 
 def text_of(request: RequestLog) -> str:
+    """Every message of a request's prompt, as one text."""
     return "\n".join(str(m.get("content")) for m in (request.body or {}).get("messages", []))
 
 
@@ -69,10 +72,21 @@ def question(i: int) -> str:
 
 
 def marker(i: int) -> str:
+    """The unique marker of :func:`question` ``i``."""
     return f"item{i:02d} "
 
 
+def ask(tracker, server, n: int, start: int = 0, **context) -> list[str]:
+    """Run ``n`` Predict calls (questions ``start`` .. ``start + n - 1``) through the tracker; returns the answers."""
+    from dspy_tokens import usage_context
+
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=server.lm(), callbacks=[tracker]), usage_context(**context):
+        return [predict(question=question(i)).answer for i in range(start, start + n)]
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; returns its last answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -82,6 +96,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool
 
 
 def by_session(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by session id, each session's calls in call-index order."""
     sessions: dict[str, list[dict]] = {}
     for row in rows:
         sessions.setdefault(row["session_id"], []).append(row)
@@ -104,5 +119,5 @@ class Tagged(dspy.Module):
             return self.inner(question=question)
 
 
-__all__ = ["GPT4O_MINI", "GPT4O", "sent", "tokens", "answered", "hand_cost",
-           "assert_rows_match_requests", "request_for", "question", "marker", "wait_until", "by_session", "Tagged"]
+__all__ = ["GPT4O_MINI", "GPT4O", "sent", "tokens", "answered", "hand_cost", "assert_rows_match_requests",
+           "request_for", "question", "marker", "ask", "wait_until", "by_session", "Tagged"]

@@ -1,5 +1,9 @@
 """Discord integration for dspy-tokens (``pip install dspy-tokens[discord]``).
 
+Modules: ``enforce`` (``@enforce_limits`` and its exceptions), ``cog`` (``/token-usage``, ``/token-stats``, the
+scheduled report), ``permissions`` (owner / admin / super-role predicates), ``replies`` (ephemeral messages and
+one-time notices), ``embeds`` (pure formatting of the core's report types), ``charts`` and ``config``.
+
 ```python
 from dspy_tokens_discord import enforce_limits, TokenUsageCog
 
@@ -11,9 +15,9 @@ async def ask(interaction: discord.Interaction, question: str): ...
 ```
 """
 
-from .checks import AppTokenLimitExceeded, TokenLimitExceeded, enforce_limits
 from .cog import TokenUsageCog, setup
 from .config import DiscordSettings
+from .enforce import AppTokenLimitExceeded, TokenLimitExceeded, enforce_limits
 
 __all__ = ["AppTokenLimitExceeded", "DiscordSettings", "TokenLimitExceeded", "TokenUsageCog", "enforce_limits",
            "setup"]

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .data import Group
+from dspy_tokens import Group
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +25,8 @@ def _compact(value: float, _pos=None) -> str:
 
 
 def usage_chart(days: Sequence[Group], *, title: str = "Tokens per day (UTC)") -> io.BytesIO:
-    """A bar chart of ``total_tokens`` per day (``Group.key`` is a ``date``); the buffer is rewound."""
+    """A bar chart of ``total_tokens`` per day (core :class:`dspy_tokens.Group`, ``key`` a ``date``); the buffer is
+    rewound."""
     fig = Figure(figsize=(8, 3.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

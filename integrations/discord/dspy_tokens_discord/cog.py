@@ -1,26 +1,29 @@
 """``TokenUsageCog``: ``/token-usage``, ``/token-stats`` and the scheduled usage report.
 
-Every database read and the chart rendering run in worker threads (``asyncio.to_thread``); commands defer
-before them, so the 3-second interaction deadline never matters. Errors: known ones (missing permission,
-cooldown) get a short ephemeral message; anything else a generic ephemeral message, and the traceback goes to
-the ``dspy_tokens_discord`` logger — nothing internal is shown in chat.
+Usage is read through the core's public report API (``tracker.summary/top/breakdown/recent_calls/check``, served
+from rollup tables); this module only ranks it by tokens and fills in days without usage. Every database read
+and the chart rendering run in worker threads (``asyncio.to_thread``); commands defer before them, so the
+3-second interaction deadline never matters. Errors: known ones (missing permission, cooldown) get a short
+ephemeral message; anything else a generic ephemeral message, and the traceback goes to the
+``dspy_tokens_discord`` logger — nothing internal is shown in chat.
 """
 
 import asyncio
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Optional
+from datetime import date, datetime, timedelta, timezone
+from typing import Iterable, Optional, Sequence
 
 import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from . import data
-from .checks import has_super_role, is_admin, is_owner, require_admin, role_ids_of
+from dspy_tokens import CallRecord, Group, LimitDecision, Summary
+
 from .config import DiscordSettings
-from .embeds import (CHART_FILENAME, GENERIC_ERROR, period_bounds, report_embed, stats_embed, usage_embed)
+from .embeds import CHART_FILENAME, GENERIC_ERROR, PERIOD_LABELS, report_embed, stats_embed, usage_embed
+from .permissions import has_super_role, is_admin, is_owner, require_admin, role_ids_of
 
 log = logging.getLogger("dspy_tokens_discord")
 
@@ -28,6 +31,41 @@ RECENT_CALLS = 10
 TOP_USERS = 10
 TOP_SERVERS = 10
 TOP_BREAKDOWN = 10
+FLUSH_SECONDS = 2.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- reading usage: the core's report API, ranked and shaped for Discord (all blocking: run in a thread) ----
+def flush(tracker, timeout: float = FLUSH_SECONDS) -> bool:
+    """Wait (briefly) until calls already made are committed, so a user sees the request they just made."""
+    try:
+        return tracker.flush(timeout)
+    except Exception:  # a stopped writer: show what is stored
+        log.debug("flush before reading usage failed", exc_info=True)
+        return False
+
+
+def by_tokens(groups: Iterable[Group], limit: Optional[int] = None) -> list[Group]:
+    """Most tokens first (ties by key, calls without a key last): the core orders breakdowns by cost."""
+    ranked = sorted(groups, key=lambda g: (-g.total_tokens, g.key is None, str(g.key)))
+    return ranked[:limit] if limit is not None else ranked
+
+
+def per_day(days: Sequence[Group], since: datetime, until: Optional[datetime] = None) -> list[Group]:
+    """The core's ``breakdown("day")`` with one group per UTC day from ``since`` to ``until`` (default now):
+    days without usage included as 0, oldest first."""
+    until = until or utcnow()
+    found = {g.key: g for g in days}
+    out: list[Group] = []
+    day: date = since.astimezone(timezone.utc).date()
+    last = (until.astimezone(timezone.utc) - timedelta(microseconds=1)).date()
+    while day <= last:
+        out.append(found.get(day) or Group(by="day", key=day))
+        day += timedelta(days=1)
+    return out
 
 
 async def _stats_admin(interaction: discord.Interaction) -> bool:
@@ -39,21 +77,21 @@ async def _stats_admin(interaction: discord.Interaction) -> bool:
 
 @dataclass(frozen=True)
 class UsageView:
-    user_totals: data.Totals
-    guild_totals: Optional[data.Totals]
-    decision: object
-    guild_decision: object
-    recent: Optional[list]
+    user_totals: Summary
+    guild_totals: Optional[Summary]
+    decision: LimitDecision
+    guild_decision: Optional[LimitDecision]
+    recent: Optional[list[CallRecord]]
 
 
 @dataclass(frozen=True)
 class StatsView:
-    totals: data.Totals
-    top_users: list
-    top_servers: Optional[list]
-    by_model: list
-    by_feature: list
-    days: list
+    totals: Summary
+    top_users: list[Group]
+    top_servers: Optional[list[Group]]
+    by_model: list[Group]
+    by_feature: list[Group]
+    days: list[Group]
 
 
 class TokenUsageCog(commands.Cog, name="TokenUsage"):
@@ -114,29 +152,24 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             avatar_url=subject.display_avatar.url if user is not None else None)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
-    def _window_start(self) -> datetime:
-        # The limits count whole hours: start where they start, so the totals and "used" agree.
-        now = data.utcnow().replace(minute=0, second=0, microsecond=0)
-        return now - timedelta(days=self.window_days)
-
     def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids, *, with_recent: bool,
                     bypassed: bool) -> UsageView:
-        tracker = self.tracker
-        data.flush(tracker)  # so the request just made is counted
-        since = self._window_start()
-        user_totals = data.summary(tracker, since=since, user_id=user_id)
-        guild_totals = data.summary(tracker, since=since, guild_id=guild_id) if guild_id is not None else None
-        decision = data.limit_status(tracker, user_id, guild_id, role_ids)
-        guild_decision = None
-        if bypassed or decision.bypassed:
-            guild_decision = data.limit_status(tracker, None, guild_id)
-        recent = data.recent_calls(tracker, user_id=user_id, limit=RECENT_CALLS) if with_recent else None
+        t = self.tracker
+        flush(t)  # so the request just made is counted
+        # The smallest request (1 token): every applicable rule with used, limit and remaining; a rule used up
+        # exactly counts as exceeded, with the time it frees up.
+        decision = t.check(user_id, guild_id, estimate=1, role_ids=tuple(role_ids))
+        guild_decision = t.check(None, guild_id, estimate=1) if bypassed or decision.bypassed else None
+        since = t.window_start()  # where the limits' rolling window starts: totals and "used" agree
+        user_totals = t.summary(since=since, user_id=user_id)
+        guild_totals = t.summary(since=since, guild_id=guild_id) if guild_id is not None else None
+        recent = t.recent_calls(user_id, limit=RECENT_CALLS) if with_recent else None
         return UsageView(user_totals, guild_totals, decision, guild_decision, recent)
 
     # -- /token-stats ----------------------------------------------------------------------------------
     @app_commands.command(name="token-stats", description="Token usage statistics for admins")
     @app_commands.describe(period="Time span to report", scope="This server, or every server (bot owner only)")
-    @app_commands.choices(
+    @app_commands.choices(  # the values are the core's own period names
         period=[app_commands.Choice(name="Today (UTC)", value="today"),
                 app_commands.Choice(name="Last 7 days", value="7d"),
                 app_commands.Choice(name="Last 30 days", value="30d")],
@@ -151,16 +184,14 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
                                                     ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        now = data.utcnow()
-        since, period_label = period_bounds(period, now)
         guild_id = None if everywhere else interaction.guild_id
-        view = await asyncio.to_thread(self._stats_view, since, now, guild_id, everywhere)
+        view = await asyncio.to_thread(self._stats_view, period, guild_id, everywhere)
         chart = await asyncio.to_thread(_render_chart, view.days)
         file = None
         if chart is not None and len(chart.getbuffer()) <= interaction.filesize_limit:
             file = discord.File(chart, filename=CHART_FILENAME)
         scope_label = "all servers" if everywhere else (interaction.guild.name if interaction.guild else "this server")
-        embed = stats_embed(scope_label=scope_label, period_label=period_label, totals=view.totals,
+        embed = stats_embed(scope_label=scope_label, period_label=PERIOD_LABELS[period], totals=view.totals,
                             top_users=view.top_users, top_servers=view.top_servers, by_model=view.by_model,
                             by_feature=view.by_feature, days=view.days, server_label=self._server_label,
                             chart=file is not None)
@@ -171,17 +202,20 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         guild = self.bot.get_guild(guild_id) if guild_id is not None else None
         return discord.utils.escape_markdown(guild.name) if guild is not None else f"server `{guild_id}`"
 
-    def _stats_view(self, since: datetime, until: datetime, guild_id: Optional[int], everywhere: bool) -> StatsView:
+    def _stats_view(self, period: str, guild_id: Optional[int], everywhere: bool) -> StatsView:
         t = self.tracker
-        data.flush(t)
+        flush(t)
+        totals = t.summary(period, guild_id=guild_id)  # the core resolves the period: read its bounds back
+        since, until = totals.since, totals.until
         scope = dict(since=since, until=until, guild_id=guild_id)
+        servers = t.top(TOP_SERVERS, by="tokens", scope="guild", since=since, until=until) if everywhere else None
         return StatsView(
-            totals=data.summary(t, **scope),
-            top_users=data.top(t, "user", limit=TOP_USERS, **scope),
-            top_servers=data.top(t, "guild", since=since, until=until, limit=TOP_SERVERS) if everywhere else None,
-            by_model=data.breakdown(t, "model", limit=TOP_BREAKDOWN, **scope),
-            by_feature=data.breakdown(t, "feature", limit=TOP_BREAKDOWN, **scope),
-            days=data.per_day(t, **scope),
+            totals=totals,
+            top_users=by_tokens(t.top(TOP_USERS, by="tokens", scope="user", **scope)),
+            top_servers=by_tokens(servers) if servers is not None else None,
+            by_model=by_tokens(t.breakdown("model", **scope), TOP_BREAKDOWN),
+            by_feature=by_tokens(t.breakdown("feature", **scope), TOP_BREAKDOWN),
+            days=per_day(t.breakdown("day", **scope), since, until),
         )
 
     # -- scheduled report ------------------------------------------------------------------------------
@@ -199,7 +233,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         await self.bot.wait_until_ready()
         # Fire on interval boundaries (86400 s: 00:00 UTC), not "N seconds after each restart".
         interval = self.settings.report_interval_seconds
-        now = data.utcnow().timestamp()
+        now = utcnow().timestamp()
         await discord.utils.sleep_until(datetime.fromtimestamp(math.floor(now / interval + 1) * interval,
                                                                 timezone.utc))
 
@@ -215,7 +249,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             channel = await self.bot.fetch_channel(channel_id)
-        now = now or data.utcnow()
+        now = now or utcnow()
         since = now - timedelta(seconds=self.settings.report_interval_seconds)
         guild = getattr(channel, "guild", None)
         guild_id = guild.id if guild is not None else None
@@ -225,11 +259,12 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
                              scope_label=guild.name if guild is not None else None)
         return await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
 
-    def _report_data(self, since: datetime, until: datetime, guild_id: Optional[int]):
+    def _report_data(self, since: datetime, until: datetime, guild_id: Optional[int]) -> tuple[list[Group], Summary]:
         t = self.tracker
-        data.flush(t)
-        top = data.top(t, "user", since=since, until=until, guild_id=guild_id, limit=self.settings.report_top_users)
-        return top, data.summary(t, since=since, until=until, guild_id=guild_id)
+        flush(t)
+        top = by_tokens(t.top(self.settings.report_top_users, by="tokens", scope="user", since=since, until=until,
+                              guild_id=guild_id))
+        return top, t.summary(since=since, until=until, guild_id=guild_id)
 
     # -- errors ----------------------------------------------------------------------------------------
     async def cog_app_command_error(self, interaction: discord.Interaction,

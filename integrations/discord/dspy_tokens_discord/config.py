@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import discord
-from dspy_tokens import ConfigurationError
+
+from dspy_tokens import ConfigurationError, parse_id
 
 ENV_SUPER_ROLE_IDS = "SUPER_ROLE_IDS"
 ENV_REPORT_CHANNEL_ID = "STATS_REPORT_CHANNEL_ID"
@@ -34,10 +35,12 @@ MAX_REPORT_TOP_USERS = 25  # one ranked line each must fit the 4096-character em
 
 
 def _snowflake(source: str, value) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or not 0 < int(text) < 2**63:
-        raise ConfigurationError(source, "id", value, "must be a positive numeric Discord id")
-    return int(text)
+    """A Discord id by the core's one id rule (:func:`dspy_tokens.parse_id`), else a
+    :class:`~dspy_tokens.ConfigurationError` naming ``source``."""
+    try:
+        return parse_id(value)
+    except ValueError:
+        raise ConfigurationError(source, "id", value, "must be a 64-bit non-negative integer Discord id") from None
 
 
 def parse_role_ids(value: str | Iterable[int | str] | None, source: str = ENV_SUPER_ROLE_IDS) -> frozenset[int]:

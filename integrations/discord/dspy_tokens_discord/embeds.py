@@ -1,26 +1,27 @@
 """Pure formatting: numbers, limit decisions and usage data → text and ``discord.Embed``.
 
-Nothing here touches the network or the database, so every function can be tested without a bot. Discord's
-limits are enforced here (title 256, description 4096, 25 fields, field name 256, value 1024, footer 2048,
-6000 in total): long lists are cut at a line boundary with "… and N more".
+The inputs are the core's own types: :class:`dspy_tokens.Summary` (totals of a period), :class:`dspy_tokens.Group`
+(a line of a ranking or breakdown), :class:`dspy_tokens.LimitDecision` and :class:`dspy_tokens.CallRecord` (a
+stored call, a dict). Nothing here touches the network or the database, so every function can be tested without
+a bot. Discord's limits are enforced here (title 256, description 4096, 25 fields, field name 256, value 1024,
+footer 2048, 6000 in total): long lists are cut at a line boundary with "… and N more".
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Iterable, Sequence
 
 import discord
 
-from .data import CallRow, Group, Totals
+from dspy_tokens import CallRecord, Group, LimitDecision, Summary, Totals
 
 TITLE_MAX, DESCRIPTION_MAX, FIELDS_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FOOTER_MAX, EMBED_MAX = (
     256, 4096, 25, 256, 1024, 2048, 6000)
 MEDALS = ("🥇", "🥈", "🥉")
 CHART_FILENAME = "token_stats.png"
-COLOR_OK, COLOR_WARN, COLOR_STOP, COLOR_INFO = (discord.Color.green(), discord.Color.gold(), discord.Color.red(),
-                                                discord.Color.blurple())
+COLOR_WARN, COLOR_STOP, COLOR_INFO = discord.Color.gold(), discord.Color.red(), discord.Color.blurple()
 
 # Field names: stable, tests and users can rely on them.
 F_YOU, F_SERVER, F_BOT, F_BREAKDOWN, F_COST, F_RECENT = ("👤 You", "🏠 This server", "🌐 Whole bot", "🔎 Breakdown",
@@ -29,6 +30,8 @@ F_TOTALS, F_TOP_USERS, F_TOP_SERVERS, F_BY_MODEL, F_BY_FEATURE, F_PER_DAY = (
     "📈 Totals", "🏆 Top users", "🏰 Top servers", "🧠 By model", "🧩 By feature", "📅 Per day")
 
 GENERIC_ERROR = "⚠️ Something went wrong on our side. It has been logged; please try again later."
+# The /token-stats periods (the core's own period names) and how the embed says them.
+PERIOD_LABELS = {"today": "today", "7d": "last 7 days", "30d": "last 30 days"}
 
 
 # -- numbers -------------------------------------------------------------------------------------------
@@ -128,7 +131,8 @@ def fit(embed: discord.Embed) -> discord.Embed:
     while embed_size(embed) > EMBED_MAX and embed.fields:
         embed.remove_field(len(embed.fields) - 1)
     if embed_size(embed) > EMBED_MAX and embed.description:
-        embed.description = truncate(embed.description, max(1, len(embed.description) - (embed_size(embed) - EMBED_MAX)))
+        over = embed_size(embed) - EMBED_MAX
+        embed.description = truncate(embed.description, max(1, len(embed.description) - over))
     return embed
 
 
@@ -137,25 +141,21 @@ _WHO = {"user": ("You have", "your"), "guild": ("This server has", "this server'
         "global": ("This bot has", "the bot's")}
 
 
-def _decisions(decision) -> list:
-    return [d for d in (decision, *getattr(decision, "others", ())) if d is not None and d.limit is not None]
-
-
-def window_label(decision, window_days: int) -> str:
+def window_label(decision: LimitDecision, window_days: int) -> str:
     return {"rolling": f"in the last {window_days} days", "day": "today (UTC)",
             "month": "this month (UTC)"}.get(decision.window, "in the current window")
 
 
-def _model_of(decision) -> str:
+def _model_of(decision: LimitDecision) -> str:
     rule = decision.rule or ""
     return rule[len("models["):rule.index("]")] if rule.startswith("models[") and "]" in rule else ""
 
 
-def _used(decision):
+def _used(decision: LimitDecision):
     return decision.used + decision.reserved
 
 
-def _when_free(decision) -> str:
+def _when_free(decision: LimitDecision) -> str:
     if decision.resets_at is not None:
         return f"It frees up {timestamp(decision.resets_at)} ({timestamp(decision.resets_at, 'f')})."
     if decision.limit is not None and decision.requested > decision.limit:
@@ -163,7 +163,7 @@ def _when_free(decision) -> str:
     return "Requests still in progress must finish first; try again in a moment."
 
 
-def refusal_text(decision, window_days: int = 30) -> str:
+def refusal_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The friendly refusal: who is over (you / this server / the bot), used and limit, when it frees up."""
     if decision.scope is None or decision.limit is None:
         return f"⛔ {decision.message}"
@@ -176,7 +176,7 @@ def refusal_text(decision, window_days: int = 30) -> str:
     return f"⛔ {subject}: {numbers}. {_when_free(decision)} See `/token-usage` for details."
 
 
-def warning_text(decision, window_days: int = 30) -> str:
+def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
     """Warn mode: the request ran although a rule would refuse it."""
     who, _ = _WHO.get(decision.scope, _WHO["global"])
     numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
@@ -186,7 +186,7 @@ def warning_text(decision, window_days: int = 30) -> str:
             f"may be refused once limits are enforced.")
 
 
-def soft_notice_text(decision, window_days: int = 30) -> str:
+def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
     _, whose = _WHO.get(decision.scope, _WHO["global"])
     percent = int(decision.ratio * 100) if decision.limit else 0
@@ -195,7 +195,7 @@ def soft_notice_text(decision, window_days: int = 30) -> str:
     return f"ℹ️ Heads-up: {percent}% of {whose} usage limit is used ({numbers}). See `/token-usage` for details."
 
 
-def limit_lines(decisions: Iterable, window_days: int) -> list[str]:
+def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[str]:
     lines = []
     for d in decisions:
         model = _model_of(d)
@@ -216,13 +216,13 @@ def _totals_line(t: Totals) -> str:
 
 
 def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_totals: Totals | None,
-                decision, window_days: int, guild_name: str | None = None, guild_decision=None,
-                bypassed: bool = False, recent: Sequence[CallRow] | None = None,
-                avatar_url: str | None = None) -> discord.Embed:
+                decision: LimitDecision | None, window_days: int, guild_name: str | None = None,
+                guild_decision: LimitDecision | None = None, bypassed: bool = False,
+                recent: Sequence[CallRecord] | None = None, avatar_url: str | None = None) -> discord.Embed:
     """The /token-usage answer: the user's and the server's usage in the window against every limit.
 
-    ``decision`` is the tracker's answer for a zero-token request by this user in this server (its ``others``
-    carry the remaining rules). When the user is bypassed (``bypassed`` or ``decision.bypassed``) it has no
+    ``decision`` is the tracker's answer for the smallest request by this user in this server (``rules``: every
+    applicable rule). When the user is bypassed (``bypassed`` or ``decision.bypassed``) it has no
     rules, and ``guild_decision`` — the answer for the server alone — supplies the server's and the bot's.
     """
     title = "🪙 Your token usage" if is_self else f"🪙 Token usage — {subject}"
@@ -231,7 +231,7 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
         embed.set_thumbnail(url=avatar_url)
     bypassed = bypassed or bool(decision is not None and decision.bypassed)
     source = guild_decision if bypassed and guild_decision is not None else decision
-    rules = _decisions(source) if source is not None and not source.bypassed else []
+    rules = list(source.rules) if source is not None and not source.bypassed else []
     if any(d.exceeded and d.enforcement == "enforce" for d in rules):
         embed.color = COLOR_STOP
     elif any(d.warning for d in rules):
@@ -259,8 +259,9 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
         f"Cached **{tokens(t.cached_tokens)}** (part of prompt) · Reasoning **{tokens(t.reasoning_tokens)}** "
         f"(part of completion)"), inline=False)
     cost = money(t.cost_usd)
-    if t.unpriced_calls:
-        cost += f" + {t.unpriced_calls:,} call{'s' if t.unpriced_calls != 1 else ''} with an unknown price"
+    if t.unknown_cost_calls:
+        n = t.unknown_cost_calls
+        cost += f" + {n:,} call{'s' if n != 1 else ''} with an unknown price"
     embed.add_field(name=F_COST, value=cost, inline=False)
     if recent is not None:
         embed.add_field(name=F_RECENT, value=fit_lines([call_line(c) for c in recent], empty="No calls yet."),
@@ -270,11 +271,12 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
     return fit(embed)
 
 
-def call_line(call: CallRow) -> str:
-    what = call.feature or "—"
-    extra = " · cache hit" if call.cache_hit else (" · failed" if call.error else "")
-    return (f"{timestamp(call.created_at, 'f')} — {tokens(call.total_tokens)} tokens · {truncate(what, 40)} · "
-            f"{truncate(call.model, 40)}{extra}")
+def call_line(call: CallRecord) -> str:
+    """One line of "recent activity" from a stored call (:meth:`dspy_tokens.TokenTracker.recent_calls`)."""
+    what = call["feature"] or "—"
+    extra = " · cache hit" if call["cache_hit"] else (" · failed" if call["error"] else "")
+    return (f"{timestamp(call['created_at'], 'f')} — {tokens(call['total_tokens'])} tokens · {truncate(what, 40)} · "
+            f"{truncate(call['model'], 40)}{extra}")
 
 
 # -- /token-stats --------------------------------------------------------------------------------------
@@ -290,11 +292,12 @@ def user_label(user_id) -> str:
     return f"<@{user_id}>"
 
 
-def totals_text(t: Totals) -> str:
+def totals_text(t: Summary) -> str:
     text = (f"Tokens **{tokens(t.total_tokens)}** · Cost **{money(t.cost_usd)}** · Calls **{t.calls:,}** · "
             f"Active users **{t.active_users:,}**")
-    if t.unpriced_calls:
-        text += f"\n{t.unpriced_calls:,} call{'s' if t.unpriced_calls != 1 else ''} with an unknown price (not in cost)"
+    if t.unknown_cost_calls:
+        n = t.unknown_cost_calls
+        text += f"\n{n:,} call{'s' if n != 1 else ''} with an unknown price (not in cost)"
     return text
 
 
@@ -304,7 +307,7 @@ def day_lines(days: Sequence[Group]) -> list[str]:
             for g in reversed(days) if g.key is not None]
 
 
-def stats_embed(*, scope_label: str, period_label: str, totals: Totals, top_users: Sequence[Group],
+def stats_embed(*, scope_label: str, period_label: str, totals: Summary, top_users: Sequence[Group],
                 by_model: Sequence[Group], by_feature: Sequence[Group], top_servers: Sequence[Group] | None = None,
                 days: Sequence[Group] = (), server_label=None, chart: bool = False) -> discord.Embed:
     embed = discord.Embed(title=f"📊 Token stats — {scope_label}", description=f"Period: {period_label} (UTC).",
@@ -327,7 +330,7 @@ def stats_embed(*, scope_label: str, period_label: str, totals: Totals, top_user
 
 
 # -- scheduled report ----------------------------------------------------------------------------------
-def report_embed(*, top_users: Sequence[Group], totals: Totals, interval_seconds: float, since: datetime,
+def report_embed(*, top_users: Sequence[Group], totals: Summary, interval_seconds: float, since: datetime,
                  now: datetime | None = None, scope_label: str | None = None) -> discord.Embed:
     """The seed's report: 🥇🥈🥉 then `4.`, tokens and cost per user, grand totals."""
     now = now or datetime.now(timezone.utc)
@@ -343,10 +346,3 @@ def report_embed(*, top_users: Sequence[Group], totals: Totals, interval_seconds
     embed.add_field(name=F_TOTALS, value=totals_text(totals), inline=False)
     return fit(embed)
 
-
-def period_bounds(period: str, now: datetime) -> tuple[datetime, str]:
-    """``today`` / ``7d`` / ``30d`` → (start, label)."""
-    if period == "today":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0), "today"
-    days = {"7d": 7, "30d": 30}[period]
-    return now - timedelta(days=days), f"last {days} days"

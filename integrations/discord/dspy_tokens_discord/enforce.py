@@ -1,0 +1,207 @@
+"""``@enforce_limits``: usage limits for slash, hybrid and prefix commands and ``on_message`` handlers.
+
+Placement: directly on the coroutine, *below* ``@app_commands.command`` / ``@commands.command`` /
+``@commands.Cog.listener()`` / ``@bot.event``::
+
+    @bot.tree.command(name="ask")
+    @enforce_limits(tracker)
+    async def ask(interaction: discord.Interaction, question: str): ...
+
+Before the handler runs the limits are checked and the estimate reserved (``tracker.guard``). A refused request
+gets a short friendly reply — ephemeral for interactions, a reply without mention otherwise — and the handler
+(the LLM) never runs. While it runs, every DSPy call inside is attributed to the user, server, channel, the
+command name and one session (the interaction or message id).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import typing
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Union
+
+import discord
+import dspy
+from discord import app_commands
+from discord.ext import commands
+
+import dspy_tokens
+from dspy_tokens import usage_context
+
+from .config import env_super_role_ids, parse_role_ids
+from .embeds import refusal_text
+from .permissions import role_ids_of
+from .replies import Target, notice_for, say
+
+log = logging.getLogger("dspy_tokens_discord")
+
+When = Callable[[Any], Union[bool, Awaitable[bool]]]
+
+
+class TokenLimitExceeded(dspy_tokens.TokenLimitExceeded, commands.CheckFailure):
+    """A usage limit refused the request (``@enforce_limits(..., raise_error=True)``).
+
+    A ``commands.CheckFailure``: from prefix and hybrid commands it reaches ``Command.error``,
+    ``Cog.cog_command_error`` and ``on_command_error`` as itself (also when a hybrid command is used as a slash
+    command). From ``on_message`` handlers it reaches ``Client.on_error``. ``.decision`` is the
+    :class:`~dspy_tokens.LimitDecision` (scope, used, limit, resets_at, window_start, message).
+    Catching ``dspy_tokens.TokenLimitExceeded`` catches it too.
+    """
+
+    def __init__(self, decision):
+        dspy_tokens.TokenLimitExceeded.__init__(self, decision)
+
+
+class AppTokenLimitExceeded(TokenLimitExceeded, app_commands.CheckFailure):
+    """The slash-command flavour: also an ``app_commands.CheckFailure``, so it reaches the command's
+    ``@cmd.error``, ``Cog.cog_app_command_error`` and ``CommandTree.on_error`` unwrapped."""
+
+
+# -- who is asking -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Requester:
+    user_id: int | None
+    guild_id: int | None
+    channel_id: int | None
+    feature: str
+    session_id: str
+    role_ids: tuple[int, ...]
+    is_bot: bool
+
+
+def find_target(args: tuple, kwargs: dict) -> Target | None:
+    """The Interaction, Context or Message among a handler's arguments (``self`` of a cog is skipped)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, (discord.Interaction, commands.Context, discord.Message)):
+            return value
+    return None
+
+
+def requester(target: Target, default_feature: str) -> Requester:
+    if isinstance(target, discord.Interaction):
+        user, guild_id, channel_id = target.user, target.guild_id, target.channel_id
+        command = target.command
+        feature = command.qualified_name if command is not None else default_feature
+        session = target.id
+    elif isinstance(target, commands.Context):
+        user, guild_id, channel_id = target.author, target.guild.id if target.guild else None, target.channel.id
+        feature = target.command.qualified_name if target.command is not None else default_feature
+        session = target.interaction.id if target.interaction is not None else target.message.id
+    else:
+        user, guild_id, channel_id = target.author, target.guild.id if target.guild else None, target.channel.id
+        feature, session = default_feature, target.id
+    return Requester(user.id, guild_id, channel_id, feature, str(session), role_ids_of(user), bool(user.bot))
+
+
+# -- the decorator -------------------------------------------------------------------------------------
+def _resolve_annotations(fn) -> None:
+    """PEP 563: discord.py resolves string annotations against the *wrapper's* module globals; resolve them
+    against ``fn``'s own module now, before ``functools.wraps`` copies ``__annotations__``."""
+    try:
+        fn.__annotations__ = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # NameError for names only defined later, or anything exotic: leave them for discord.py
+        pass
+
+
+async def _holds(when: When | None, target: Target) -> bool:
+    if when is None:
+        return True
+    result = when(target)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
+
+
+def _with_tracker_callback(tracker):
+    """A ``dspy.context`` that adds the tracker to the callbacks if the program did not register it."""
+    callbacks = list(dspy.settings.get("callbacks") or [])
+    if any(cb is tracker for cb in callbacks):
+        return None
+    return dspy.context(callbacks=[*callbacks, tracker])
+
+
+def enforce_limits(tracker, *, when: When | None = None, raise_error: bool = False, estimate: int | None = None,
+                   feature: str | None = None, model: str | None = None, super_role_ids=None):
+    """Check (and reserve) usage limits before the handler; attribute its DSPy calls; refuse politely.
+
+    :param tracker: the :class:`dspy_tokens.TokenTracker` whose database and ``models.json`` limits apply.
+    :param when: ``predicate(target) -> bool`` (may be async), ``target`` being the Interaction, Context or
+        Message. When false the handler runs unchecked and unattributed — use it for ``on_message`` so only
+        messages that really reach the LLM (e.g. those mentioning the bot) are checked. Messages from bots
+        are never checked nor refused (the handler still runs).
+    :param raise_error: raise :class:`TokenLimitExceeded` (a ``CheckFailure``) instead of replying, for the
+        bot's own error handlers.
+    :param estimate: tokens to reserve for one run (default: the model's ``max_tokens`` in ``models.json``,
+        else its ``default_estimate_tokens``).
+    :param feature: the feature name stored with each call (default: the command's qualified name, or the
+        function name for event handlers).
+    :param model: the model the handler will use, for per-model rules and cost estimates (default: the
+        configured ``dspy`` LM).
+    :param super_role_ids: role ids that bypass limits (default: ``$SUPER_ROLE_IDS``); users, servers and roles
+        listed in ``token_bypasses.json`` bypass them too.
+    """
+    if not hasattr(tracker, "guard"):
+        raise TypeError("use @enforce_limits(tracker), with the TokenTracker as argument")
+    if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, int) or estimate < 0):
+        raise ValueError(f"estimate must be a non-negative number of tokens, got {estimate!r}")
+    super_roles = parse_role_ids(super_role_ids) if super_role_ids is not None else env_super_role_ids()
+
+    def decorate(fn):
+        if isinstance(fn, (app_commands.Command, app_commands.ContextMenu, app_commands.Group, commands.Command)):
+            raise TypeError("@enforce_limits must sit below @app_commands.command / @commands.command "
+                            "(directly on the async function)")
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@enforce_limits needs an async function, got {fn!r}")
+        _resolve_annotations(fn)
+        default_feature = feature or fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            target = find_target(args, kwargs)
+            if target is None:
+                raise TypeError(f"@enforce_limits: {fn.__qualname__} received no Interaction, Context or Message")
+            who = requester(target, default_feature)
+            if feature is not None:
+                who = Requester(who.user_id, who.guild_id, who.channel_id, feature, who.session_id, who.role_ids,
+                                who.is_bot)
+            if who.is_bot or not await _holds(when, target):
+                return await fn(*args, **kwargs)
+            extra = _with_tracker_callback(tracker)
+            if super_roles.intersection(who.role_ids):  # privileged: never refused, still recorded
+                with usage_context(user_id=who.user_id, guild_id=who.guild_id, channel_id=who.channel_id,
+                                   feature=who.feature, session_id=who.session_id):
+                    return await _run(fn, args, kwargs, extra)
+            guard = tracker.guard(who.user_id, who.guild_id, who.channel_id, who.feature, estimate,
+                                  session_id=who.session_id, model=model, role_ids=who.role_ids)
+            try:
+                decision = await guard.__aenter__()
+            except dspy_tokens.TokenLimitExceeded as exc:
+                log.info("refused %s for user=%s guild=%s: %s", who.feature, who.user_id, who.guild_id,
+                         exc.decision.message)
+                if raise_error:
+                    kind = AppTokenLimitExceeded if isinstance(target, discord.Interaction) else TokenLimitExceeded
+                    raise kind(exc.decision) from None
+                await say(target, refusal_text(exc.decision, tracker.config.time_window_days))
+                return None
+            try:
+                result = await _run(fn, args, kwargs, extra)
+            finally:
+                await guard.__aexit__(None, None, None)
+            notice = notice_for(tracker, decision, who, tracker.config.time_window_days)
+            if notice:
+                await say(target, notice)
+            return result
+
+        wrapper.__dspy_tokens_enforced__ = True
+        return wrapper
+
+    return decorate
+
+
+async def _run(fn, args, kwargs, extra):
+    if extra is None:
+        return await fn(*args, **kwargs)
+    with extra:
+        return await fn(*args, **kwargs)

@@ -1,0 +1,1 @@
+"""Tests of dspy_tokens.cli through click's CliRunner."""

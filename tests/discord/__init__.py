@@ -1,0 +1,1 @@
+"""Tests of the Discord integration (``dspy_tokens_discord``), driven through discord.py's real dispatch."""

@@ -1,0 +1,1 @@
+"""End to end: real DSPy programs against FakeLLMServer, recorded into a real database."""

@@ -1,0 +1,1 @@
+"""Faults and load: crashes, outages, contention, leaks, bad input, soak."""

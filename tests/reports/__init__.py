@@ -1,0 +1,1 @@
+"""Tests of dspy_tokens.reports: periods, queries, exports and retention."""

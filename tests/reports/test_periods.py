@@ -1,0 +1,32 @@
+"""Period math: calendar periods (UTC day, Monday-based week, month, leap years), rolling periods, and the plan
+that cuts a range into partial days (raw rows), whole days and whole months (rollup buckets)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dspy_tokens.reports import period_bounds, plan_spans
+from dspy_tokens.store.spans import Span
+from dspy_tokens.store.units import GRAIN_DAY, GRAIN_MONTH
+from tests.support.rows import NOW, at
+
+
+def test_a_range_is_cut_into_partial_days_whole_days_and_whole_months():
+    """The plan behind the speed: ``month`` is one month bucket; rolling edges become raw-row spans."""
+    assert plan_spans(at(2025, 3, 1), None) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None)]
+    assert plan_spans(at(2025, 3, 12), None, now=NOW) == [Span(GRAIN_DAY, 20159, None)]  # today: day buckets onwards
+    assert plan_spans(at(2025, 3, 12), None) == [Span(GRAIN_MONTH, 2025 * 12 + 3, None), Span(GRAIN_DAY, 20159, 20179)]
+    assert plan_spans(None, None) == [Span(GRAIN_MONTH, None, None)]
+    assert plan_spans(at(2025, 3, 12, 9), at(2025, 3, 12, 10)) == [Span("raw", at(2025, 3, 12, 9), at(2025, 3, 12, 10))]
+    assert plan_spans(at(2025, 1, 15, 13), at(2025, 3, 3, 7)) == [
+        Span("raw", at(2025, 1, 15, 13), at(2025, 1, 16)), Span("raw", at(2025, 3, 3), at(2025, 3, 3, 7)),
+        Span(GRAIN_MONTH, 2025 * 12 + 1, 2025 * 12 + 2),  # February
+        Span(GRAIN_DAY, 20104, 20120), Span(GRAIN_DAY, 20148, 20150)]  # Jan 16-31, Mar 1-2
+    assert plan_spans(at(2025, 1, 15), at(2025, 2, 3), months=False) == [Span(GRAIN_DAY, 20103, 20122)]
+    assert period_bounds("week", now=at(2025, 3, 16, 23, 59)) == (at(2025, 3, 10), at(2025, 3, 17))  # Sunday
+    assert period_bounds("month", now=at(2024, 2, 29, 12)) == (at(2024, 2, 1), at(2024, 3, 1))  # leap year
+    assert period_bounds("month", now=at(2024, 12, 31, 23)) == (at(2024, 12, 1), at(2025, 1, 1))
+    assert period_bounds("7d", now=NOW) == (NOW - timedelta(days=7), None)  # rolling: open-ended
+    # Calendar periods are single buckets: one day, one month.
+    assert plan_spans(*period_bounds("today", now=NOW), now=NOW) == [Span(GRAIN_DAY, 20159, 20160)]
+    assert plan_spans(*period_bounds("month", now=NOW), now=NOW) == [Span(GRAIN_MONTH, 2025 * 12 + 2, 2025 * 12 + 3)]

@@ -1,0 +1,1 @@
+"""Tests of dspy_tokens.store: migrations and the write path with its aggregates."""

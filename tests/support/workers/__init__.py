@@ -1,0 +1,1 @@
+"""Scripts run in separate processes by the race and reliability tests."""

@@ -1,0 +1,1 @@
+"""Tests of dspy_tokens.testing: the fake OpenAI-compatible server."""
