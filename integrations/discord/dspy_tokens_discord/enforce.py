@@ -19,7 +19,6 @@ import functools
 import inspect
 import logging
 import typing
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Union
 
 import discord
@@ -32,8 +31,8 @@ from dspy_tokens import usage_context
 
 from .config import env_super_role_ids, parse_role_ids
 from .embeds import refusal_text
-from .permissions import role_ids_of
-from .replies import Target, notice_for, say
+from .replies import notice_for, say
+from .requester import Requester, Target, find_target, requester
 
 log = logging.getLogger("dspy_tokens_discord")
 
@@ -57,42 +56,6 @@ class TokenLimitExceeded(dspy_tokens.TokenLimitExceeded, commands.CheckFailure):
 class AppTokenLimitExceeded(TokenLimitExceeded, app_commands.CheckFailure):
     """The slash-command flavour: also an ``app_commands.CheckFailure``, so it reaches the command's
     ``@cmd.error``, ``Cog.cog_app_command_error`` and ``CommandTree.on_error`` unwrapped."""
-
-
-# -- who is asking -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Requester:
-    user_id: int | None
-    guild_id: int | None
-    channel_id: int | None
-    feature: str
-    session_id: str
-    role_ids: tuple[int, ...]
-    is_bot: bool
-
-
-def find_target(args: tuple, kwargs: dict) -> Target | None:
-    """The Interaction, Context or Message among a handler's arguments (``self`` of a cog is skipped)."""
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, (discord.Interaction, commands.Context, discord.Message)):
-            return value
-    return None
-
-
-def requester(target: Target, default_feature: str) -> Requester:
-    if isinstance(target, discord.Interaction):
-        user, guild_id, channel_id = target.user, target.guild_id, target.channel_id
-        command = target.command
-        feature = command.qualified_name if command is not None else default_feature
-        session = target.id
-    elif isinstance(target, commands.Context):
-        user, guild_id, channel_id = target.author, target.guild.id if target.guild else None, target.channel.id
-        feature = target.command.qualified_name if target.command is not None else default_feature
-        session = target.interaction.id if target.interaction is not None else target.message.id
-    else:
-        user, guild_id, channel_id = target.author, target.guild.id if target.guild else None, target.channel.id
-        feature, session = default_feature, target.id
-    return Requester(user.id, guild_id, channel_id, feature, str(session), role_ids_of(user), bool(user.bot))
 
 
 # -- the decorator -------------------------------------------------------------------------------------

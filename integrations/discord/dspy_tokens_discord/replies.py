@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import discord
 from discord.ext import commands
@@ -13,13 +13,9 @@ from discord.ext import commands
 from dspy_tokens import LimitDecision
 
 from .embeds import soft_notice_text, warning_text
-
-if TYPE_CHECKING:
-    from .enforce import Requester
+from .requester import Requester, Target
 
 log = logging.getLogger("dspy_tokens_discord")
-
-Target = Union[discord.Interaction, commands.Context, discord.Message]
 
 
 async def say(target: Target, text: str) -> None:
