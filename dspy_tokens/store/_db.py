@@ -14,10 +14,10 @@ from ..errors import StorageConflict, StorageError, StorageRejected, StorageUnav
 
 DEFAULT_URL = "sqlite:///dspy_tokens.db"
 ENV_VAR = "DSPY_TOKENS_DATABASE_URL"
-SQLITE_PRAGMAS = {
+SQLITE_PRAGMAS = {  # in this order: the busy timeout must hold before switching a fresh file to WAL
+    "busy_timeout": 5000,  # wait for a lock instead of failing with "database is locked"
     "journal_mode": "wal",  # readers never block the writer; other processes keep working
     "synchronous": "normal",  # durable at WAL checkpoints; ~20k commits/s instead of ~1.4k
-    "busy_timeout": 5000,  # wait for a lock instead of failing with "database is locked"
 }
 # DB-API exception classes (the same names in sqlite3, psycopg2, pymysql and Peewee's wrappers).
 _UNAVAILABLE = {"OperationalError", "InterfaceError", "InternalError"}
