@@ -253,7 +253,7 @@ def export_only(url: str, fmt: str) -> None:
 
     store = Store(url)
     reports = Reports(store)
-    reports._connect()
+    reports.store.connect()
     baseline = peak_rss_mb()
     started = time.perf_counter()
     rows = reports.export(fmt, _Discard())
@@ -300,7 +300,7 @@ def main(argv=None) -> None:
         f"days: {args.days}")
     store, end = load(args.database, args.rows, args.users, args.guilds, args.days, args.reuse)
     reports = Reports(store)
-    reports._connect()
+    reports.store.connect()
     month_start = reports.bounds("month")[0]
     in_month = store.db.execute_sql(f"SELECT COUNT(*) FROM token_usage WHERE created_at >= {store.db.param}",
                                     (store.stored_time(month_start),)).fetchone()[0]

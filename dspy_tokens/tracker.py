@@ -176,7 +176,8 @@ class TokenTracker(CallRecorder):
         return self.reports.summary(period, **filters)
 
     def breakdown(self, by: str, period=None, **filters) -> list[Group]:
-        """Totals per ``"user" | "guild" | "model" | "feature" | "day" | "session"``; see :meth:`Reports.breakdown`."""
+        """Totals per ``"user" | "guild" | "model" | "feature" | "day" | "session"``, or per day and dimension
+        (``("day", "model")``); see :meth:`Reports.breakdown`."""
         return self.reports.breakdown(by, period, **filters)
 
     def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period=None, **filters) -> list[Group]:
@@ -186,6 +187,10 @@ class TokenTracker(CallRecorder):
     def session(self, session_id: str) -> list[CallRecord]:
         """A session's calls in call order; see :meth:`Reports.session`."""
         return self.reports.session(session_id)
+
+    def recent_sessions(self, limit: int = 10, **filters) -> list[Group]:
+        """The sessions with the latest calls, latest first; see :meth:`Reports.recent_sessions`."""
+        return self.reports.recent_sessions(limit, **filters)
 
     def recent_calls(self, user_id: int, guild_id: int | None = None, limit: int = 10) -> list[CallRecord]:
         """A user's last ``limit`` calls (in one guild, if given), newest first."""

@@ -10,16 +10,14 @@ stays constant: rows are read in keyset pages by id.
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import json
 import os
-import secrets
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Callable
 
 from ..store import EXPORT_COLUMNS, Store
+from .pseudonyms import Pseudonyms
 
 EXPORT_FORMATS = ("csv", "json", "jsonl")
 ANONYMIZED_COLUMNS = ("user_id", "guild_id", "channel_id")
@@ -68,27 +66,16 @@ def export(store: Store, fmt: str, out, *, filters: dict, since=None, until=None
 
 
 class _Anonymizer:
-    """Salted HMAC of user/guild/channel ids: stable within one export, unlinkable across exports."""
+    """User/guild/channel ids of export cells -> pseudonyms: stable within one export, unlinkable across exports."""
 
     def __init__(self):
-        self.salt = secrets.token_bytes(32)
-        self.positions = [EXPORT_COLUMNS.index(c) for c in ANONYMIZED_COLUMNS]
-        self.cache: dict[tuple[int, int], str] = {}
-
-    def hash(self, position: int, value: int) -> str:
-        key = (position, value)
-        found = self.cache.get(key)
-        if found is None:
-            if len(self.cache) >= 100_000:
-                self.cache.clear()  # bounded memory; the hash itself does not depend on the cache
-            message = f"{EXPORT_COLUMNS[position]}:{value}".encode()
-            found = self.cache[key] = hmac.new(self.salt, message, hashlib.sha256).hexdigest()[:16]
-        return found
+        self.pseudonyms = Pseudonyms()
+        self.positions = [(EXPORT_COLUMNS.index(c), c) for c in ANONYMIZED_COLUMNS]
 
     def apply(self, row: list) -> list:
-        for position in self.positions:
+        for position, column in self.positions:
             if row[position] is not None:
-                row[position] = self.hash(position, row[position])
+                row[position] = self.pseudonyms(column, row[position])
         return row
 
 

@@ -34,6 +34,8 @@ from .periods import period_bounds, plan_spans, utc_now
 from .results import CallRecord, CleanupResult, Group, Summary, totals_fields
 
 BREAKDOWNS = (*DIMENSIONS, "day", "session")
+#: Sessions :meth:`Reports.recent_sessions` looks for among the latest calls (an index walk, never a scan).
+RECENT_SESSIONS_SCAN = 5000
 
 
 def _filters(user_id=None, guild_id=None, feature=None, model=None) -> dict:
@@ -92,9 +94,17 @@ class Reports:
     def breakdown(self, by: str, period=None, *, since=None, until=None, user_id=None, guild_id=None,
                   feature=None, model=None, limit: int | None = None) -> list[Group]:
         """Totals per user, guild, model, feature, day or session. Ordered by day for ``"day"``, latest first
-        for ``"session"``, else by cost then tokens (largest first)."""
-        if by not in BREAKDOWNS:
-            raise ValueError(f"by={by!r}: breakdowns are by {', '.join(BREAKDOWNS)}")
+        for ``"session"``, else by cost then tokens (largest first).
+
+        ``by=("day", dimension)`` splits each day by user, guild, model or feature: keys are ``(date, key)``
+        pairs, ordered by day, then by cost and tokens (a daily chart stacked by model is
+        ``breakdown(("day", "model"), "month")``); it reads the same day rollups as ``by="day"``."""
+        if isinstance(by, list):
+            by = tuple(by)
+        if by not in BREAKDOWNS and not (isinstance(by, tuple) and len(by) == 2 and by[0] == "day"
+                                         and by[1] in DIMENSIONS):
+            raise ValueError(f"by={by!r}: breakdowns are by {', '.join(BREAKDOWNS)}, or a pair (\"day\", "
+                             f"dimension) with a dimension among {', '.join(DIMENSIONS)}")
         since, until = self.bounds(period, since, until)
         filters = _filters(user_id, guild_id, feature, model)
         self.store.connect()
@@ -103,6 +113,9 @@ class Reports:
                  for key, (values, extra) in groups.items()]
         if by == "day":
             items.sort(key=lambda g: g.key)
+        elif isinstance(by, tuple):
+            items.sort(key=lambda g: (g.key[0], -g.cost_usd, -g.total_tokens, g.key[1] is None,
+                                      _sortable(g.key[1])))
         elif by == "session":
             items.sort(key=lambda g: (g.first_at, g.key), reverse=True)
         else:
@@ -130,6 +143,24 @@ class Reports:
         """Every stored call of a session, in call order (dicts with the table's columns)."""
         self.store.connect()
         return self.store.records.session(session_id)  # type: ignore[return-value]
+
+    def recent_sessions(self, limit: int = 10, *, user_id=None, guild_id=None, feature=None,
+                        model=None) -> list[Group]:
+        """The ``limit`` sessions with the latest calls (among the last few thousand calls), latest first, each
+        with the totals and first/last call times of all its calls (like ``breakdown("session")``)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        filters = _filters(user_id, guild_id, feature, model)
+        self.store.connect()
+        where, params = self._spans.raw_where(filters, None, None)
+        ids = self.store.records.latest_sessions(where, params, limit, RECENT_SESSIONS_SCAN)
+        if not ids:
+            return []
+        route = self._spans.route("session", {})
+        found = {key: (values, extra) for key, values, extra in self._spans.read(
+            Span(RAW, None, None), route, "session", {}, keys=ids)}
+        return [Group(by="session", key=key, first_at=found[key][1][0], last_at=found[key][1][1],
+                      **totals_fields(found[key][0])) for key in ids if key in found]
 
     def recent_calls(self, user_id: int, guild_id: int | None = None, limit: int = 10) -> list[CallRecord]:
         """A user's last ``limit`` calls (in one guild, if given), newest first."""

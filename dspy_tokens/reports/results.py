@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypedDict
+from pathlib import PurePath
+from typing import Any, Callable, TypedDict
 
 from ..store.units import usd
 
@@ -23,6 +24,60 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     return value
+
+
+#: Fields holding 64-bit ids: written as strings (a JSON number loses digits past 2**53).
+ID_FIELDS = frozenset({"id", "user_id", "guild_id", "channel_id"})
+#: The ids a pseudonym replaces (row ids are not about anyone).
+PERSON_IDS = frozenset({"user_id", "guild_id", "channel_id"})
+#: Read-only properties written beside a dataclass's fields when it has them (LimitDecision.remaining).
+JSON_PROPERTIES = ("remaining",)
+
+
+def json_ready(value: Any, *, pseudonym: Callable[[str, int], str] | None = None) -> Any:
+    """The one JSON shape of report results, for every front end: ids as strings, money as decimal strings,
+    times ISO 8601 UTC, dates ISO; dataclasses (``Summary``, ``Group``, ``LimitDecision``, ``CleanupResult``,
+    ``WriterStats`` ...) as objects of their fields, dicts (``CallRecord``) and lists recursively. A group's
+    ``key`` is an id string for user/guild breakdowns, a date for days, ``[day, key]`` for ``("day", dim)``.
+
+    ``pseudonym(column, id) -> str`` (e.g. :class:`~dspy_tokens.reports.pseudonyms.Pseudonyms`) replaces user,
+    guild and channel ids, including group keys; row ids stay."""
+    return _shaped(value, None, pseudonym)
+
+
+def _shaped(value: Any, name: str | None, pseudonym) -> Any:
+    if value is None or isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int):
+        if name not in ID_FIELDS:
+            return value
+        return pseudonym(name, value) if pseudonym is not None and name in PERSON_IDS else str(value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _shaped(v, k, pseudonym) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shaped(v, None, pseudonym) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _shaped(getattr(value, f.name), f.name, pseudonym) for f in fields(value)}
+        if isinstance(value, Group):
+            out["by"] = list(value.by) if isinstance(value.by, tuple) else value.by
+            out["key"] = _group_key(value.by, value.key, pseudonym)
+        for prop in JSON_PROPERTIES:
+            if isinstance(getattr(type(value), prop, None), property):
+                out[prop] = _shaped(getattr(value, prop), prop, pseudonym)
+        return out
+    raise TypeError(f"json_ready cannot shape {type(value).__name__} values ({value!r})")
+
+
+def _group_key(by, key, pseudonym):
+    if isinstance(by, tuple):
+        return [_shaped(key[0], None, pseudonym), _group_key(by[1], key[1], pseudonym)]
+    return _shaped(key, f"{by}_id" if by in ("user", "guild") else None, pseudonym)
 
 
 @dataclass(frozen=True)
@@ -63,9 +118,10 @@ class Summary(Totals):
 @dataclass(frozen=True)
 class Group(Totals):
     """One line of a breakdown: ``key`` is a user/guild id (int), a model or feature name, a ``date`` or a
-    session id; ``None`` groups calls without one. Sessions also carry their first and last call times."""
+    session id; ``None`` groups calls without one. Sessions also carry their first and last call times. A
+    ``("day", dimension)`` breakdown has that pair as ``by`` and ``(date, key)`` pairs as keys."""
 
-    by: str = ""
+    by: str | tuple[str, str] = ""
     key: object = None
     first_at: datetime | None = None
     last_at: datetime | None = None

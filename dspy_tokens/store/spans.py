@@ -8,15 +8,18 @@ Which table answers depends on the filters and the grouping (:meth:`SpanReader.r
 * two or more dimensions among filters and grouping: the daily cube ``token_usage_daily`` (days only);
 * ``by="session"`` and partial days: the raw rows.
 
+``by`` may also be a pair ``("day", dimension)``: one group per day and key, read like ``by=dimension`` over day
+buckets only (the rollups hold one row per day and key, so it needs no aggregation either).
+
 Results are ``(key, measures, (first_at, last_at))``: ``key`` as a report shows it (an int id, a name, a ``date``,
-a session id; ``None`` for calls without one; :data:`ALL` for an ungrouped total), measures in
-:data:`~dspy_tokens.store.units.MEASURES` order.
+a session id, a ``(date, key)`` pair; ``None`` for calls without one; :data:`ALL` for an ungrouped total), measures
+in :data:`~dspy_tokens.store.units.MEASURES` order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Iterable, Iterator
 
 from ._sql import pico_sql, raw_measures_sql, summed_measures_sql, text_sql
@@ -65,6 +68,8 @@ class _Source:
     text_keys: bool = False  # rollup keys are text ('' = none)
     fixed_key: object = ALL  # the key of an ungrouped total (a raw span's day for by="day")
     times: bool = False  # also MIN/MAX(created_at) (sessions)
+    per_day: bool = False  # by ("day", dimension): keys are (date, key); the day is the first column ...
+    fixed_day: date | None = None  # ... or, for a raw span (within one day), this day
 
     def where(self, clauses) -> str:
         return f" WHERE {' AND '.join(clauses)}" if clauses else ""
@@ -76,6 +81,14 @@ class _Source:
         if value in ("", NO_ID, None):
             return None
         return int(value) if self.by in ("user", "guild") else value
+
+    def key_of(self, row) -> tuple[object, int]:
+        """The key of a result row and how many of its leading columns it took."""
+        if not self.per_day:
+            return self.key(row[0]), 1
+        if self.fixed_day is not None:
+            return (self.fixed_day, self.key(row[0])), 1
+        return (date_of_day(int(row[0])), self.key(row[1])), 2
 
     def to_db(self, key):
         return str(key) if self.text_keys else key
@@ -96,12 +109,13 @@ class SpanReader:
         self._sums = summed_measures_sql()
 
     @staticmethod
-    def route(by: str | None, filters: dict) -> Route:
+    def route(by, filters: dict) -> Route:
         if by == "session":
             return Route(None, False, raw_only=True)
-        dims = set(filters) | ({by} if by in DIMENSIONS else set())
+        per_day, dim = (True, by[1]) if isinstance(by, tuple) else (by == "day", by)
+        dims = set(filters) | ({dim} if dim in DIMENSIONS else set())
         scope = next(iter(dims), "global") if len(dims) <= 1 else None
-        return Route(scope, scope is not None and by != "day")
+        return Route(scope, scope is not None and not per_day)
 
     def read(self, span: Span, route: Route, by: str | None, filters: dict, *, exclude_none: bool = False,
              keys=None, rank: str | None = None, limit: int | None = None) -> Iterator[tuple]:
@@ -122,7 +136,11 @@ class SpanReader:
             sql += f" ORDER BY {source.metric[rank]} DESC, {source.tiebreak()} LIMIT {int(limit)}"
         parse = self._time_parser()
         for row in self.db.execute_sql(sql, params).fetchall():
-            key, rest = (source.fixed_key, row) if column is None else (source.key(row[0]), row[1:])
+            if column is None:
+                key, rest = source.fixed_key, row
+            else:
+                key, used = source.key_of(row)
+                rest = row[used:]
             values = [int(v) for v in rest[:len(MEASURES)]]
             if values[0] == 0:
                 continue  # an ungrouped aggregate over no rows
@@ -208,6 +226,17 @@ class SpanReader:
 
     def _source(self, span: Span, route: Route, by, filters: dict, exclude_none: bool) -> _Source:
         """The SQL pieces that read one span: raw rows, the daily cube (route scope None), or one rollup scope."""
+        if isinstance(by, tuple):  # ("day", dimension): grouped by the dimension, then split by day
+            source = self._source(span, route, by[1], filters, exclude_none)
+            source.per_day = True
+            if span.kind == RAW:
+                source.fixed_day = date_of_day(day_of(span.lo))  # raw spans lie within one day
+            elif route.scope is not None:  # the rollups hold one row per (day, key): nothing to aggregate
+                source.column = f"bucket, {source.column}"
+                source.measures, source.unique = ", ".join(MEASURES), True
+            else:
+                source.column = f"day, {source.column}"
+            return source
         p, clauses, params = self._p, [], []
         if span.kind == RAW:
             where, params = self.raw_where(filters, span.lo, span.hi)
