@@ -39,15 +39,15 @@ class Tokens:
         found = {}
         for name, value in (("admin_token", admin_token), ("read_token", read_token)):
             if value is not None and not isinstance(value, str):
-                raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+                raise ConfigurationError("create_app", name, type(value).__name__, "must be a string")
             value = (value or "").strip() or None
             if value is not None and len(value) < MIN_TOKEN_LENGTH:
-                raise ConfigurationError(f"{name} is {len(value)} characters long; a token needs at least "
-                                         f"{MIN_TOKEN_LENGTH}: {_FIX}")
+                raise ConfigurationError("create_app", name, f"a {len(value)}-character token",
+                                         f"needs at least {MIN_TOKEN_LENGTH} characters ({_FIX})")
             found[name] = value
         if found["admin_token"] is not None and found["admin_token"] == found["read_token"]:
-            raise ConfigurationError("admin_token and read_token are the same string, so every reader would be an "
-                                     "admin; give them different values")
+            raise ConfigurationError("create_app", "read_token", "the same string as admin_token",
+                                     "must differ from admin_token (else every reader is an admin)")
         return cls(found["admin_token"], found["read_token"])
 
     @property

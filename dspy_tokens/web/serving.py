@@ -32,8 +32,9 @@ def check_exposure(host: str, app) -> None:
     """Beyond loopback, anyone on the network could read the usage: a token is required."""
     if not is_loopback(host) and app.state.gate.tokens.open:
         raise ConfigurationError(
-            f"refusing to listen on {host}, beyond this machine, without a token: set DSPY_TOKENS_READ_TOKEN "
-            "and/or DSPY_TOKENS_ADMIN_TOKEN (or pass read_token=/admin_token=), or listen on 127.0.0.1")
+            "serve", "host", host, "is beyond this machine: refusing to serve usage there without a token; set "
+            "DSPY_TOKENS_READ_TOKEN and/or DSPY_TOKENS_ADMIN_TOKEN (or pass read_token=/admin_token=), or listen "
+            "on 127.0.0.1")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -88,7 +89,8 @@ def _as_app(app_or_tracker, admin_token, read_token):
     if isinstance(app_or_tracker, (TokenTracker, str)) or app_or_tracker is None:
         return create_app(app_or_tracker, admin_token=admin_token, read_token=read_token)
     if admin_token is not None or read_token is not None:
-        raise ConfigurationError("pass the tokens to create_app(), not with an app it already built")
+        raise ConfigurationError("serve_in_background", "admin_token/read_token", "tokens and an app",
+                                 "go to create_app(), which built the app")
     return app_or_tracker
 
 
