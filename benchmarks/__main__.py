@@ -28,6 +28,7 @@ BENCHMARKS = {
     "check": ("benchmarks.bench_check", "3. check() latency vs stored rows"),
     "reports": ("benchmarks.bench_reports", "4. reports and export at scale"),
     "eventloop": ("benchmarks.bench_eventloop", "5. event-loop impact of 100 concurrent acalls"),
+    "web": ("benchmarks.bench_web", "6. web API and dashboard at scale (p50/p99 over HTTP)"),
 }
 DEFAULT_CACHE = Path(os.environ.get("DSPY_TOKENS_BENCH_CACHE", Path(tempfile.gettempdir()) / "dspy-tokens-bench-cache"))
 

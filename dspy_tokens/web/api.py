@@ -23,8 +23,9 @@ def reader(request: Request) -> Viewer:
     return request.app.state.gate.reader(request)
 
 
-def _range(found: Scope, summary) -> dict:
-    return {"period": found.label, "since": json_ready(summary.since), "until": json_ready(summary.until)}
+def _range(tracker: TokenTracker, found: Scope) -> dict:
+    since, until = tracker.reports.bounds(**found.range)
+    return {"period": found.label, "since": json_ready(since), "until": json_ready(until)}
 
 
 def build_router() -> APIRouter:
@@ -53,9 +54,8 @@ def build_router() -> APIRouter:
     @router.get("/usage/daily", summary="One entry per day with calls; each day split by a dimension")
     def usage_daily(found: Scope = Depends(scope), split: Literal["model", "feature", "none"] = "model",
                     viewer: Viewer = Depends(reader), tracker: TokenTracker = Depends(tracker_of)) -> dict:
-        total = views.summary(tracker, found)
         days = views.breakdown(tracker, "day", found)
-        payload = {**_range(found, total), "days": viewer.shape(days)}
+        payload = {**_range(tracker, found), "days": viewer.shape(days)}
         if split != "none":
             payload["split"] = split
             payload["parts"] = viewer.shape(views.breakdown(tracker, ("day", split), found))  # type: ignore[arg-type]

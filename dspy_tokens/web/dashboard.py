@@ -48,7 +48,7 @@ def build_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/", response_class=HTMLResponse, name="dashboard")
-    def page(request: Request, period: str = "7d", since: str | None = None, until: str | None = None,
+    def page(request: Request, period: str = "month", since: str | None = None, until: str | None = None,
              user_id: str | None = None, guild_id: str | None = None, feature: str | None = None,
              model: str | None = None, metric: str = "tokens"):
         viewer = request.app.state.gate.viewer(request)
@@ -113,7 +113,8 @@ def build_router() -> APIRouter:
         tokens = request.app.state.gate.tokens
         level = tokens.level_of(token) if token else None
         if level is None:
-            return _render(request, "login.html", {"error": "That token is not valid."}, status=401)
+            # The form again with the error (200, as form pages answer; the API's refusals are bare 401s).
+            return _render(request, "login.html", {"error": "That token is not valid."})
         response = RedirectResponse(str(request.url_for("dashboard")), status_code=303)
         response.set_cookie(SESSION_COOKIE, tokens.session_cookie(level), max_age=SESSION_SECONDS, httponly=True,
                             samesite="strict", secure=request.url.scheme == "https", path=_cookie_path(request))
