@@ -40,10 +40,14 @@ MAY_IMPORT = {
     "reports": {"store", "config", "errors", "_ids"},
     "tracker": {"capture", "ingest", "store", "limits", "reports", "config", "pricing", "errors", "_ids"},
     "testing": set(),
+    "web": {"dspy_tokens", "reports"},  # a front end: the public face and documented submodules only (below)
 }
 #: What the CLI and other front ends may use: the package's public face and its documented public submodules.
 PUBLIC_MODULES = {"dspy_tokens", "dspy_tokens.store", "dspy_tokens.reports", "dspy_tokens.config",
-                  "dspy_tokens.pricing", "dspy_tokens.testing", "dspy_tokens.errors", "dspy_tokens.limits"}
+                  "dspy_tokens.pricing", "dspy_tokens.testing", "dspy_tokens.errors", "dspy_tokens.limits",
+                  "dspy_tokens.web"}
+#: The rooms that are front ends of the library: they use only PUBLIC_MODULES and names in dspy_tokens.__all__.
+FRONT_ENDS = ("cli", "web")
 #: The one place each capture room's import of the others is allowed (limits needs the guard's usage_context).
 NARROW = {("limits", "capture"): {"dspy_tokens.capture.context"},
           ("pricing", "capture"): {"dspy_tokens.capture.usage", "dspy_tokens.capture.dspy_internals"}}
@@ -131,6 +135,7 @@ class TestImports:
         def check(m: Module):
             if m.room in ("__init__", "__main__", "dspy_tokens", "cli"):
                 return
+
             for target, _, line in m.imports:
                 room = _room_of(target)
                 if room is None or room == m.room:
@@ -142,18 +147,31 @@ class TestImports:
                     yield line, f"{m.room} may import only {sorted(narrow)} of {room}, not {target}"
         assert _violations(MODULES, check) == []
 
-    def test_the_cli_uses_only_public_names_and_documented_submodules(self):
-        """The command line is a client of the library: it wires nothing of its own."""
+    @pytest.mark.parametrize("front_end", FRONT_ENDS)
+    def test_front_ends_use_only_public_names_and_documented_submodules(self, front_end):
+        """The command line and the web app are clients of the library: they wire nothing of their own (the web
+        app reads through the report and limits API, never SQL or the store)."""
         def check(m: Module):
-            if m.room != "cli":
+            if m.room != front_end:
                 return
             for target, names, line in m.imports:
-                if _room_of(target) in (None, "cli"):
+                if _room_of(target) in (None, front_end):
                     continue
                 if target not in PUBLIC_MODULES:
-                    yield line, f"cli imports {target}"
-                if target == "dspy_tokens" and set(names) - set(dspy_tokens.__all__):
-                    yield line, f"cli imports {sorted(set(names) - set(dspy_tokens.__all__))} from dspy_tokens"
+                    yield line, f"{front_end} imports {target}"
+                private = set(names) - set(dspy_tokens.__all__) - {"__version__"}
+                if target == "dspy_tokens" and private:
+                    yield line, f"{front_end} imports {sorted(private)} from dspy_tokens"
+        assert _violations(MODULES, check) == []
+
+    def test_only_the_cli_imports_the_web_app(self):
+        """No room of the library depends on the web layer (it is an optional extra)."""
+        def check(m: Module):
+            if m.room in ("web", "cli"):
+                return
+            for target, _, line in m.imports:
+                if _room_of(target) == "web":
+                    yield line, f"{m.room} imports {target}"
         assert _violations(MODULES, check) == []
 
     def test_the_discord_package_uses_only_the_public_api(self):

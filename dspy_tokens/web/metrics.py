@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from dspy_tokens import StorageError, TokenTracker
 from dspy_tokens.reports import BREAKDOWNS
 
 log = logging.getLogger("dspy_tokens.web")
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # what /metrics answers with
 METRIC_DIMENSIONS = tuple(d for d in ("model", "feature", "request_type") if d in BREAKDOWNS)
 TOKEN_TYPES = (("input", "prompt_tokens"), ("output", "completion_tokens"), ("cached", "cached_tokens"),
                ("reasoning", "reasoning_tokens"))

@@ -38,13 +38,14 @@ class TestTokens:
 
     def test_the_read_token_sees_pseudonyms_and_the_admin_token_sees_ids(self, sqlite_served, sqlite_seeded):
         """Below admin, user/guild ids are replaced by stable pseudonyms (equal across calls, never the id)."""
-        admin_top = client(sqlite_served).get("/api/usage/users", params={"period": "all", "n": 5}).json()["users"]
-        read_top = client(sqlite_served, READ_TOKEN).get("/api/usage/users", params={"period": "all", "n": 5}).json()["users"]
+        top = {"period": "all", "n": 5}
+        admin_top = client(sqlite_served).get("/api/usage/users", params=top).json()["users"]
+        read_top = client(sqlite_served, READ_TOKEN).get("/api/usage/users", params=top).json()["users"]
         assert str(BIG_USER) in [g["key"] for g in admin_top]
         assert [g["total_tokens"] for g in read_top] == [g["total_tokens"] for g in admin_top]
         shown = [g["key"] for g in read_top]
         assert not set(shown) & {g["key"] for g in admin_top} and all(len(k) == 16 for k in shown)
-        again = client(sqlite_served, READ_TOKEN).get("/api/usage/users", params={"period": "all", "n": 5}).json()["users"]
+        again = client(sqlite_served, READ_TOKEN).get("/api/usage/users", params=top).json()["users"]
         assert [g["key"] for g in again] == shown
         calls = client(sqlite_served, READ_TOKEN).get("/api/sessions/cot-0").json()["calls"]
         assert calls[0]["user_id"] == shown[[g["key"] for g in admin_top].index(str(BIG_USER))]
