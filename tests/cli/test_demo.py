@@ -59,7 +59,9 @@ def test_demo_names_its_users_and_prints_session_ids_that_session_finds(tmp_path
     sessions = out.split("Usage per session")[1].split("Usage per user")[0]
     shown = re.findall(r"^([0-9a-f]{16,})\s+(\w+) \((\d+)\)", sessions, flags=re.MULTILINE)
     assert len(shown) == 2
+    names = {user_id: name for user_id, _, name in USERS}
     for session_id, name, user_id in shown:
+        assert names[int(user_id)] == name
         found = CliRunner().invoke(main, ["session", session_id, "--json", "-d", "demo.db"])
         assert found.exit_code == 0, found.output
         calls = json.loads(found.stdout)
