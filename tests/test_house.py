@@ -304,22 +304,6 @@ class TestPublicSurface:
         assert done.returncode == 0, done.stderr
         assert "Usage: dspy-tokens" in done.stdout and "report" in done.stdout and "db" in done.stdout
 
-    @pytest.mark.slow
-    def test_the_wheel_contains_every_subpackage(self, tmp_path):
-        """Packages are found automatically: every directory with an ``__init__.py`` is in the wheel."""
-        import zipfile
-
-        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                               "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        [wheel] = tmp_path.glob("dspy_tokens-*.whl")
-        names = zipfile.ZipFile(wheel).namelist()
-        packages = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
-        expected = {str(p.parent.relative_to(ROOT)) for p in CORE.rglob("__init__.py")}
-        expected |= {str(p.parent.relative_to(DISCORD.parent)) for p in DISCORD.rglob("__init__.py")}
-        assert packages == expected
-        assert "dspy_tokens/py.typed" in names
-
 
 # -- the path of one LM call ----------------------------------------------------------------------------------
 class _PathTrace:

@@ -79,8 +79,8 @@ def usage_tables(tracker: TokenTracker, since: datetime | None = None, limit: in
         render_table(("session", "user", "started (UTC)", "calls", "total tokens", "cost"),
                      [(g.key, who(owners[g.key]), f"{g.first_at:%H:%M:%S}", g.calls, g.total_tokens, g.cost_usd)
                       for g in sessions], "Usage per session (this run, latest first)"),
-        render_table(("user", "name", "calls", "prompt", "completion", "total tokens", "cost"),
-                     [(None if g.key is None else str(g.key), names.get(g.key, "-"), g.calls, g.prompt_tokens,
+        render_table(("name", "user", "calls", "prompt", "completion", "total tokens", "cost"),
+                     [(names.get(g.key, "-"), None if g.key is None else str(g.key), g.calls, g.prompt_tokens,
                        g.completion_tokens, g.total_tokens, g.cost_usd) for g in users],
                      "Usage per user (every run so far)"),
         "\n".join(["Look further:", *hint, f"dspy-tokens report -d {database}", f"dspy-tokens top -d {database}"]),

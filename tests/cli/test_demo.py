@@ -55,7 +55,7 @@ def test_demo_names_its_users_and_prints_session_ids_that_session_finds(tmp_path
     out = result.output
     for user_id, _, name in USERS:
         assert f"{name} ({user_id})" in out
-        assert re.search(rf"^{user_id}\s+{name}\s", out, flags=re.MULTILINE)
+        assert re.search(rf"^{name}\s+{user_id}\s", out, flags=re.MULTILINE)
     sessions = out.split("Usage per session")[1].split("Usage per user")[0]
     shown = re.findall(r"^([0-9a-f]{16,})\s+(\w+) \((\d+)\)", sessions, flags=re.MULTILINE)
     assert len(shown) == 2
