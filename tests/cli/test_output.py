@@ -3,6 +3,7 @@ progress bars on a terminal only, ``-h``, and a closed pipe (``report | head``) 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -86,10 +87,22 @@ class TestTables:
         lines = text.splitlines()
         assert lines[1].split()[:2] == ["version", "migration"] and "applied" in lines[1]
         assert lines[3].split()[0] == "1" and "applied" not in lines[3].split()[-1]
-        import json
         payload = json.loads(invoke("db", "status", "--json", "-d", seeded).stdout)
         assert [m["version"] for m in payload] == list(range(1, len(payload) + 1))
         assert all(m["applied_at"] for m in payload)
+
+
+class TestJson:
+    @pytest.mark.parametrize("command", [
+        ["report"], ["top", "--period", "all"], ["session", "s-today"], ["limits", "1", "--estimate", "1"],
+        ["prices", "openai/gpt-4o-mini"], ["db", "status"], ["db", "rebuild-counters", "--check"],
+        ["cleanup", "--older-than", "1", "--dry-run"]], ids=lambda c: "-".join(c[:2]))
+    def test_every_read_command_speaks_json(self, seeded, command):
+        """Every read command (and the audits) takes ``--json`` and prints one JSON document, nothing else."""
+        database = [] if command[0] == "prices" else ["-d", seeded]  # prices reads the price map, not a database
+        result = invoke(*command, "--json", *database)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) not in (None, "", [], {})
 
 
 class TestHelpAndPipes:

@@ -28,5 +28,5 @@ from .gateway import settle, start
 from .payloads import APP_ID, BOT_ID, CHANNEL_ID, EPHEMERAL, GUILD_ID, OWNER_ID, message_payload, slash_payload
 from .wire import PNG_MAGIC, FakeWire, Sent
 
-__all__ = ["APP_ID", "BOT_ID", "CHANNEL_ID", "EPHEMERAL", "GUILD_ID", "OWNER_ID", "PNG_MAGIC", "FakeDiscord", "FakeWire",
-           "Member", "Sent", "message_payload", "permission_value", "settle", "slash_payload", "start"]
+__all__ = ["APP_ID", "BOT_ID", "CHANNEL_ID", "EPHEMERAL", "GUILD_ID", "OWNER_ID", "PNG_MAGIC", "FakeDiscord",
+           "FakeWire", "Member", "Sent", "message_payload", "permission_value", "settle", "slash_payload", "start"]
