@@ -290,9 +290,11 @@ class TestPublicSurface:
         assert re.fullmatch(r"\d+\.\d+\.\d+", dspy_tokens.__version__)
 
     def test_importing_the_package_and_the_cli_does_not_import_dspy(self):
-        """``import dspy_tokens`` and the CLI's ``--help`` stay fast: DSPy is loaded on first real use."""
+        """``import dspy_tokens`` and the CLI's ``--help`` stay fast: DSPy is loaded on first real use, rich when
+        a table or a progress bar is drawn."""
         code = ("import sys, dspy_tokens, dspy_tokens.cli; "
-                "assert 'dspy' not in sys.modules, 'dspy imported'; print(dspy_tokens.__version__)")
+                "assert 'dspy' not in sys.modules, 'dspy imported'; assert 'rich' not in sys.modules, 'rich imported'; "
+                "print(dspy_tokens.__version__)")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == dspy_tokens.__version__

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import click
 
-from dspy_tokens import Reports, load_config
+from dspy_tokens import load_config
 from dspy_tokens.reports import decimal_text
 from dspy_tokens.store import Store, redact
 
@@ -57,6 +57,10 @@ def db_status(as_json, database):
                              for m, applied_at in status], f"Schema of {redact(store.url)}"))
 
 
+SHOWN = ("calls", "tokens", "cost_usd")  # of the counters' measures (unpriced_calls is in --json)
+TABLE_NAMES = {"scope": "per user/guild/global", "model": "per model"}
+
+
 @db.command("rebuild-counters")
 @click.option("--check", is_flag=True,
               help="Only audit: say how the counters differ from the rows, change nothing; exit 3 if they do.")
@@ -70,8 +74,7 @@ def rebuild_counters(check, as_json, database):
     after. With --check nothing is written and the exit code is 3 when they drifted.
     """
     store = open_store(database)
-    total = Reports(store).summary().calls
-    with progress_bar("reading rows", total) as update:
+    with progress_bar("reading rows") as update:
         audit = store.rebuild_counters(check=check, progress=update)
     store.close()
     if as_json:
@@ -91,9 +94,6 @@ def rebuild_counters(check, as_json, database):
     if check and audit.drifted:
         click.get_current_context().exit(EXIT_NO)
 
-
-SHOWN = ("calls", "tokens", "cost_usd")
-TABLE_NAMES = {"scope": "per user/guild/global", "model": "per model"}
 
 
 def _change(before, after) -> str:

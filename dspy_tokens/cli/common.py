@@ -115,20 +115,20 @@ def open_reports(database) -> Reports:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr while long work runs, when stderr is a terminal (nothing otherwise); yields
-    ``update(done)``. The bar goes away at the end, leaving the command's own summary line."""
+    ``update(done, total=None)``. The bar goes away at the end, leaving the command's own summary line."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda done: None
+        yield lambda done, total=None: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda done: progress.update(task, completed=done)
+        yield lambda done, total=None: progress.update(task, completed=done, total=total)  # None: unchanged
 
 
 def money(totals) -> str:

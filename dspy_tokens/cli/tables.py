@@ -62,8 +62,7 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence], title: str | 
     values = [list(row) for row in rows]
     cells = [[format_cell(v) for v in row] for row in values]
     plain = box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)  # a dashed rule under the header
-    table = Table(title=title, title_justify="left", title_style="bold" if terminal else None,
-                  box=box.SIMPLE_HEAD if terminal else plain, show_edge=False, pad_edge=False, collapse_padding=True,
+    table = Table(box=box.SIMPLE_HEAD if terminal else plain, show_edge=False, pad_edge=False, collapse_padding=True,
                   header_style="bold cyan" if terminal else None, show_lines=False)
     right = [bool(cells) and all(_right_aligned(r[i]) for r in cells) for i in range(len(headers))]
     # On a terminal, text columns wrap first so numbers stay whole on one line; when even the numbers alone do not
@@ -77,7 +76,10 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence], title: str | 
     if not cells:
         table.add_row(*(["(no rows)"] + [""] * (len(headers) - 1)))
     out = io.StringIO()
-    Console(file=out, width=stdout.width if terminal else PIPED_WIDTH, force_terminal=terminal,
-            color_system=stdout.color_system if terminal else None, no_color=stdout.no_color,
-            highlight=False).print(table)
+    console = Console(file=out, width=stdout.width if terminal else PIPED_WIDTH, force_terminal=terminal,
+                      color_system=stdout.color_system if terminal else None, no_color=stdout.no_color,
+                      highlight=False)
+    if title:  # above the table, not as its title: rich would wrap a title to the table's width
+        console.print(Text(title, style="bold" if terminal else ""))
+    console.print(table)
     return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").splitlines())

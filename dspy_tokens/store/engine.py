@@ -115,9 +115,9 @@ class Store:
             return self.db.table_exists("token_usage")
 
     def rebuild_counters(self, *, check: bool = False,
-                         progress: Callable[[int], None] | None = None) -> rebuild.CounterAudit:
+                         progress: Callable[[int, int], None] | None = None) -> rebuild.CounterAudit:
         """Recompute the hourly limit counters from the raw rows (writers wait meanwhile) and report how the
-        stored ones drifted; with ``check`` only report (nothing is written). ``progress(rows_read)``."""
+        stored ones drifted; with ``check`` only report (nothing is written). ``progress(rows_read, rows)``."""
         self.ensure_schema()
         with storage_errors(self.ping):
             return rebuild.rebuild_counters(self.db, self.models, check=check, progress=progress)

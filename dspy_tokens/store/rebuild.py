@@ -48,10 +48,10 @@ class CounterAudit:
 
 
 def rebuild_counters(db, models, tables=("scope", "model"), *, check: bool = False,
-                     progress: Callable[[int], None] | None = None) -> CounterAudit:
+                     progress: Callable[[int, int], None] | None = None) -> CounterAudit:
     """Recompute the hourly counters from the raw rows, inside one write transaction (writers wait meanwhile),
-    and say how the stored ones differed. With ``check`` nothing is written. ``progress(rows)`` is called per
-    page of rows read.
+    and say how the stored ones differed. With ``check`` nothing is written. ``progress(rows_read, rows)`` is
+    called per page of rows read.
 
     Hours before the oldest stored row are left alone: retention deleted their rows (it deletes whole hours),
     and the counters are then the only record of that usage.
@@ -67,6 +67,7 @@ def rebuild_counters(db, models, tables=("scope", "model"), *, check: bool = Fal
             db.execute_sql("LOCK TABLE token_usage IN SHARE ROW EXCLUSIVE MODE")
         oldest = usage.select(usage.created_at).order_by(usage.created_at).limit(1).scalar()
         first_hour = hour_of(oldest) if oldest is not None else None
+        count = usage.select().count() if progress is not None else 0
         total = aggregates.Deltas()
         last_id, rows = 0, 0
         while True:  # keyset pagination: constant memory whatever the table size
@@ -78,7 +79,7 @@ def rebuild_counters(db, models, tables=("scope", "model"), *, check: bool = Fal
             rows += len(page)
             total.merge(aggregates.deltas(page, rollups=False))
             if progress is not None:
-                progress(rows)
+                progress(rows, count)
         drifts = []
         for name, deltas, model in (("scope", total.counters, models.UsageCounter),
                                     ("model", total.model_counters, models.ModelUsageCounter)):

@@ -71,7 +71,8 @@ class TestTables:
 
     def test_cells_are_formatted_and_numbers_right_aligned(self):
         """``render_table`` (which every command uses) writes None as -, money as $ with six decimals, ints with
-        thousands separators, right-aligns numeric columns, and says so when there are no rows."""
+        thousands separators, right-aligns numeric columns, says so when there are no rows, and keeps a title wider
+        than the table on one line."""
         text = render_table(("name", "calls", "cost"), [("alice", 1234, __import__("decimal").Decimal("0.5")),
                                                          ("bob", 7, None)], "Title")
         lines = text.splitlines()
@@ -80,6 +81,8 @@ class TestTables:
         assert lines[3].split() == ["alice", "1,234", "$0.500000"] and lines[4].split() == ["bob", "7", "-"]
         assert lines[3].index("1,234") + len("1,234") == lines[4].index("7") + 1  # right-aligned
         assert "(no rows)" in render_table(("a", "b"), [])
+        long_title = "Schema of sqlite:///" + "/very-long-directory" * 10
+        assert render_table(("a",), [(1,)], long_title).splitlines()[0] == long_title  # a title is never wrapped
 
     def test_db_status_has_a_header(self, seeded):
         """``db status`` is a table with a header, one row per migration; ``--json`` gives the same as data."""
