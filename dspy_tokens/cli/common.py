@@ -14,10 +14,10 @@ from dspy_tokens import DspyTokensError, Reports, StorageError
 from dspy_tokens.reports import to_json_value
 from dspy_tokens.store import ENV_VAR, Store, redact, resolve_url, sqlite_path
 
-#: Exit codes (also in ``dspy-tokens --help``): 0 done; 1 an error (one line on stderr); 2 a usage error (click);
-#: 3 the command worked and its answer is "no": ``limits`` would refuse the request, ``db rebuild-counters
-#: --check`` found counters that drifted from the rows.
-EXIT_ERROR, EXIT_USAGE, EXIT_NO = 1, 2, 3
+#: Exit codes (also in ``dspy-tokens --help``): 0 done; 1 an error (one line on stderr); 2 a usage error (click's);
+#: EXIT_NO, 3: the command worked and its answer is "no": ``limits`` would refuse the request, ``db
+#: rebuild-counters --check`` found counters that drifted from the rows.
+EXIT_NO = 3
 EXIT_CODES_HELP = ("Exit codes: 0 done; 1 error (one line on stderr); 2 bad usage; 3 the answer is no (`limits` "
                    "refuses, `db rebuild-counters --check` finds drift).")
 

@@ -51,7 +51,7 @@ def _style(value, text: str) -> str | None:
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence], title: str | None = None) -> str:
     """The table as text for ``click.echo``: numbers right-aligned, ``None`` as ``-``, money as ``$0.000123``.
-    Sized and coloured for the terminal stdout is on; plain when stdout is a pipe or a file."""
+    When stdout is a terminal, sized to it and coloured; when it is a pipe or a file, plain."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
