@@ -19,15 +19,25 @@ Syncing slash commands (Discord only shows commands after they are synced; synci
   this server's copies). ``!sync`` needs the message-content intent (enable it in the Developer Portal).
 
 Then run ``python examples/discord_bot.py`` without flags.
+
+Without a token or an API key: ``python examples/discord_bot.py --offline`` runs the same bot against a fake
+Discord (``dspy_tokens_discord.testing``: discord.py's real dispatch, only HTTP replaced) and a local fake LLM
+server (``dspy_tokens.testing.FakeLLMServer``), sends it a few commands as members of a test server and prints
+the transcript. ``examples/test_example_bot.py`` does the same in a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+import tempfile
 from typing import Literal, Optional
+
+if "--offline" in sys.argv:  # before DSPy is imported: prices from the map bundled with DSPy, no network
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import discord
 import dspy
@@ -35,7 +45,7 @@ from discord import app_commands
 from discord.ext import commands
 from dspy_tokens_discord import TokenUsageCog, enforce_limits
 
-from dspy_tokens import TokenTracker
+from dspy_tokens import Config, TokenTracker
 
 log = logging.getLogger("discord_bot")
 MODEL = os.environ.get("DSPY_MODEL", "openai/gpt-4o-mini")
@@ -125,12 +135,52 @@ def create_bot(tracker: TokenTracker, *, lm: Optional[dspy.LM] = None, sync: Opt
     return bot
 
 
+async def offline(echo=print) -> None:
+    """The bot's commands against a fake Discord and a fake LLM server, with a transcript of what it answered."""
+    from dspy_tokens_discord.testing import FakeDiscord
+
+    from dspy_tokens.testing import FakeLLMServer
+
+    with tempfile.TemporaryDirectory() as tmp, FakeLLMServer(cached_tokens=8) as server:
+        tracker = TokenTracker(f"sqlite:///{tmp}/usage.db", Config())
+        bot = create_bot(tracker, lm=server.lm(MODEL))
+        try:
+            async with FakeDiscord(bot) as fake:
+                alice = fake.member("alice")
+                admin = fake.member("admin", permissions=["manage_guild"])
+                script = [(alice, "/ask question: What is DSPy?"), (alice, "/token-usage"),
+                          (admin, "/token-stats period: 7d"), (alice, "/token-stats"), (fake.owner, "!sync guild")]
+                for who, said in script:
+                    echo(f"{who.name}: {said}")
+                    for sent in await _act(fake, who, said):
+                        echo("bot: " + sent.render().replace("\n", "\n     "))
+                    echo("")
+                    tracker.flush()  # the next command reports this one's usage
+        finally:
+            tracker.close()
+    echo(f"LLM calls answered by the fake server: {len(server.requests)}")
+
+
+def _act(fake, who, said: str):
+    """Say ``said`` as ``who``: ``!text`` is a message, ``/command option: value`` a slash command."""
+    if said.startswith("!"):
+        return fake.message(said, author=who)
+    command, *options = said[1:].split(" ", 1)
+    name, _, value = (options[0] if options else "").partition(": ")
+    return fake.slash(command, user=who, **({name: value} if name else {}))
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description="DSPy Discord bot with token tracking and limits")
     parser.add_argument("--sync", action="store_true", help="sync slash commands globally, then run")
     parser.add_argument("--sync-guild", type=int, metavar="GUILD_ID",
                         help="copy the slash commands to one server (instant; for development), then run")
+    parser.add_argument("--offline", action="store_true",
+                        help="no Discord, no LLM provider: run the commands against fakes and print a transcript")
     args = parser.parse_args(argv)
+    if args.offline:
+        asyncio.run(offline())
+        return
     token = os.environ.get("DISCORD_TOKEN")
     if not token:
         sys.exit("Set DISCORD_TOKEN to your bot's token.")

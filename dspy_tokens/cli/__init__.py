@@ -1,15 +1,18 @@
 """The ``dspy-tokens`` command line (also ``python -m dspy_tokens``). Every command takes ``--database`` (default:
-$DSPY_TOKENS_DATABASE_URL, else sqlite:///dspy_tokens.db). Errors are one line on stderr and a non-zero exit,
-never a traceback. Commands use the public API only; DSPy is imported only by the commands that need it."""
+$DSPY_TOKENS_DATABASE_URL, else sqlite:///dspy_tokens.db; a bare path is a SQLite file). Errors are one line on
+stderr and a non-zero exit, never a traceback (exit codes: :data:`.common.EXIT_CODES_HELP`). Read commands never
+create anything. Commands use the public API only; DSPy and rich are imported only by the commands that need them.
+"""
 
 from __future__ import annotations
 
 import click
 
 from . import admin, data, demo, limits, report, serve
+from .common import EXIT_CODES_HELP
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(package_name="dspy-tokens")
 def main():
     """Token usage and cost of DSPy programs: record, report, limit."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import click
@@ -10,7 +11,16 @@ from dspy_tokens import load_config
 from dspy_tokens.reports import decimal_text
 from dspy_tokens.store import Store, redact
 
-from .common import config_option, database_option, echo_json, json_option, one_line_errors
+from .common import (
+    EXIT_NO,
+    config_option,
+    database_option,
+    echo_json,
+    json_option,
+    one_line_errors,
+    open_store,
+    progress_bar,
+)
 from .tables import render_table
 
 
@@ -31,23 +41,65 @@ def db_migrate(database):
 
 
 @db.command("status")
+@json_option
 @database_option
 @one_line_errors
-def db_status(database):
-    """Show which schema migrations are applied."""
-    for migration, applied_at in Store(database).migration_status():
-        state = f"applied {applied_at:%Y-%m-%d %H:%M:%S} UTC" if applied_at else "pending"
-        click.echo(f"{migration.version:>3}  {migration.name:<50}  {state}")
+def db_status(as_json, database):
+    """Show which schema migrations are applied (a read: nothing is created)."""
+    store = open_store(database)
+    status = store.migration_status()
+    store.close()
+    if as_json:
+        echo_json([{"version": m.version, "name": m.name, "applied_at": applied_at} for m, applied_at in status])
+        return
+    click.echo(render_table(("version", "migration", "applied (UTC)"),
+                            [(m.version, m.name, f"{applied_at:%Y-%m-%d %H:%M:%S}" if applied_at else "pending")
+                             for m, applied_at in status], f"Schema of {redact(store.url)}"))
+
+
+SHOWN = ("calls", "tokens", "cost_usd")  # of the counters' measures (unpriced_calls is in --json)
+TABLE_NAMES = {"scope": "per user/guild/global", "model": "per model"}
 
 
 @db.command("rebuild-counters")
+@click.option("--check", is_flag=True,
+              help="Only audit: say how the counters differ from the rows, change nothing; exit 3 if they do.")
+@json_option
 @database_option
 @one_line_errors
-def rebuild_counters(database):
-    """Recompute the hourly usage counters from the raw rows (an audit; writers wait meanwhile)."""
-    written = Store(database).rebuild_counters()
-    click.echo(f"rebuilt from {written['rows']:,} rows: {written['scope']:,} scope counters, "
-               f"{written['model']:,} per-model counters")
+def rebuild_counters(check, as_json, database):
+    """Audit the hourly limit counters against the raw rows and rebuild them (writers wait meanwhile).
+
+    Prints, per counter table, how many counters were missing, orphaned or wrong and the totals before and
+    after. With --check nothing is written and the exit code is 3 when they drifted.
+    """
+    store = open_store(database)
+    with progress_bar("reading rows") as update:
+        audit = store.rebuild_counters(check=check, progress=update)
+    store.close()
+    if as_json:
+        echo_json({"rows": audit.rows, "checked_only": audit.checked_only, "drifted": audit.drifted,
+                   "tables": [dataclasses.asdict(t) for t in audit.tables]})
+    else:
+        click.echo(render_table(
+            ("counters", "expected", "missing", "orphaned", "wrong", *(m.replace("_usd", "") for m in SHOWN)),
+            [(TABLE_NAMES[t.table], t.counters, t.added, t.removed, t.changed,
+              *(_change(t.before[m], t.after[m]) for m in SHOWN)) for t in audit.tables],
+            f"Hourly limit counters against {audit.rows:,} rows"))
+        if not audit.drifted:
+            click.echo("no drift: the counters match the rows")
+        else:
+            click.echo("the counters had drifted from the rows; " + (
+                "run without --check to rebuild them" if check else "rebuilt from the rows"))
+    if check and audit.drifted:
+        click.get_current_context().exit(EXIT_NO)
+
+
+
+def _change(before, after) -> str:
+    def text(n):
+        return f"${decimal_text(n)}" if isinstance(n, Decimal) else f"{n:,}"
+    return text(after) if before == after else f"{text(before)} → {text(after)}"
 
 
 @click.command()

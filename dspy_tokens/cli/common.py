@@ -1,31 +1,44 @@
-"""What every command shares: the ``--database`` option, one-line errors, period and filter options, and
-the cells people read (money, labels, times)."""
+"""What every command shares: the ``--database`` option, one-line errors, exit codes, period and filter options,
+progress bars, and the cells people read (money, labels, times). Tables: :func:`.tables.render_table`."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from typing import Callable, Iterator
 
 import click
 
 from dspy_tokens import DspyTokensError, Reports, StorageError
 from dspy_tokens.reports import to_json_value
-from dspy_tokens.store import ENV_VAR, resolve_url, sqlite_path
+from dspy_tokens.store import ENV_VAR, Store, redact, resolve_url, sqlite_path
+
+#: Exit codes (also in ``dspy-tokens --help``): 0 done; 1 an error (one line on stderr); 2 a usage error (click's);
+#: EXIT_NO, 3: the command worked and its answer is "no": ``limits`` would refuse the request, ``db
+#: rebuild-counters --check`` found counters that drifted from the rows.
+EXIT_NO = 3
+EXIT_CODES_HELP = ("Exit codes: 0 done; 1 error (one line on stderr); 2 bad usage; 3 the answer is no (`limits` "
+                   "refuses, `db rebuild-counters --check` finds drift).")
 
 database_option = click.option(
     "--database", "-d", envvar=ENV_VAR, default=None, show_envvar=True,
-    help="Peewee database URL (sqlite:///file.db, postgresql://..., mysql://...). Default: sqlite:///dspy_tokens.db")
+    help="Peewee database URL (sqlite:///file.db, postgresql://..., mysql://...) or a SQLite file path. "
+         "Default: sqlite:///dspy_tokens.db")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                              help="models.json (default: ./models.json when present).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 def one_line_errors(fn):
-    """Turn expected failures into ``Error: ...`` with exit code 1."""
+    """Turn expected failures into ``Error: ...`` with exit code 1. A closed pipe (``report | head``) is not one:
+    click ends the command quietly then."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            raise
         except StorageError as exc:
             raise click.ClickException(" ".join(f"database error: {exc}".split())) from exc
         except (DspyTokensError, ValueError, OSError) as exc:
@@ -80,14 +93,42 @@ def period_range(period, since, until) -> dict:
     return {"period": None if since is not None else period, "since": since, "until": until}
 
 
-def open_reports(database) -> Reports:
-    """Reports over an existing database: a missing SQLite file is an error, not a new empty database."""
+def open_store(database) -> Store:
+    """The store of an existing dspy-tokens database, for commands that read (or clean) it: a missing SQLite
+    file, or a database without our tables, is an error, and nothing is created (no file, no schema)."""
     url = resolve_url(database)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise click.ClickException(f"no database at {path}: record some calls first, or pass --database "
                                    f"(or set {ENV_VAR})")
-    return Reports(url)
+    store = Store(url)
+    if not store.has_schema():
+        store.close()
+        raise click.ClickException(f"no dspy-tokens data here ({redact(url)} has no token_usage table): "
+                                   "record some calls first, or pass the --database that has them")
+    return store
+
+
+def open_reports(database) -> Reports:
+    """Reports over an existing dspy-tokens database (see :func:`open_store`)."""
+    return Reports(open_store(database))
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr while long work runs, when stderr is a terminal (nothing otherwise); yields
+    ``update(done, total=None)``. The bar goes away at the end, leaving the command's own summary line."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda done, total=None: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done, total=None: progress.update(task, completed=done, total=total)  # None: unchanged
 
 
 def money(totals) -> str:

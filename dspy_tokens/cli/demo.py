@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import database_option, one_line_errors
+from .common import one_line_errors
+
+DEMO_DATABASE = "sqlite:///dspy_tokens_demo.db"
 
 
 @click.command()
-@database_option
+@click.option("--database", "-d", default=DEMO_DATABASE, show_default=True,
+              help="Where the demo records its fake users' calls (never $DSPY_TOKENS_DATABASE_URL: the demo keeps "
+                   "out of a real database unless you name one here).")
 @one_line_errors
 def demo(database):
     """Run a tracked DSPy program against a local fake LLM server and print the usage."""

@@ -4,12 +4,14 @@ server and tracked into the database; then a per-session and per-user usage tabl
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before DSPy prices anything: stay offline
 
 import dspy  # noqa: E402
 
 from dspy_tokens import TokenTracker, usage_context  # noqa: E402
+from dspy_tokens.store import redact, sqlite_path  # noqa: E402
 from dspy_tokens.testing import FakeLLMServer, Reply, dspy_reply  # noqa: E402
 
 from .tables import render_table  # noqa: E402
@@ -37,7 +39,8 @@ class Assistant(dspy.Module):
         return self.agent(question=f"{question} (draft: {draft})")
 
 
-def run_demo(database: str | None = None, echo=print) -> TokenTracker:
+def run_demo(database: str, echo=print) -> TokenTracker:
+    started = datetime.now(timezone.utc)
     with FakeLLMServer(cached_tokens=16, reasoning_tokens=4, delay=0.01) as server:
         tracker = TokenTracker(database)
         lm = server.lm("openai/gpt-4o-mini")
@@ -51,22 +54,34 @@ def run_demo(database: str | None = None, echo=print) -> TokenTracker:
                     "next_tool_args": '{"city": "Lisbon"}'})))
                 with usage_context(user_id=user_id, guild_id=guild_id, feature="demo"):
                     answer = program(question=f"{name} asks: what should I wear in Lisbon today?").answer
-                echo(f"  {name}: {answer}")
+                echo(f"  {name} (user {user_id}): {answer}")
         tracker.flush()
     echo("")
-    echo(usage_tables(tracker))
+    echo(usage_tables(tracker, since=started))
     return tracker
 
 
-def usage_tables(tracker: TokenTracker, limit: int = 20) -> str:
-    """The per-session and per-user tables the demo ends with, from the report API."""
-    sessions = tracker.breakdown("session", limit=limit)
+def usage_tables(tracker: TokenTracker, since: datetime | None = None, limit: int = 20) -> str:
+    """The per-session and per-user tables the demo ends with (the sessions since ``since``), from the report API,
+    then the commands that look further."""
+    names = {user_id: name for user_id, _, name in USERS}
+
+    def who(user_id) -> str:
+        return "-" if user_id is None else f"{names.get(user_id, '?')} ({user_id})"
+
+    sessions = tracker.breakdown("session", since=since, limit=limit)
+    owners = {g.key: (tracker.session(g.key) or [{"user_id": None}])[0]["user_id"] for g in sessions}
     users = sorted(tracker.breakdown("user"), key=lambda g: -g.total_tokens)[:limit]
+    file = sqlite_path(tracker.database_url)
+    database = str(file) if file is not None else redact(tracker.database_url)
+    hint = [f"dspy-tokens session {sessions[0].key} -d {database}   # one run, call by call"] if sessions else []
     return "\n\n".join([
-        render_table(("session", "started (UTC)", "calls", "prompt", "completion", "total", "cost"),
-                     [(str(g.key)[:12], f"{g.first_at:%H:%M:%S}", g.calls, g.prompt_tokens, g.completion_tokens,
-                       g.total_tokens, g.cost_usd) for g in sessions], "Usage per session (latest first)"),
-        render_table(("user", "calls", "prompt", "completion", "total tokens", "cost"),
-                     [(None if g.key is None else str(g.key), g.calls, g.prompt_tokens, g.completion_tokens,
-                       g.total_tokens, g.cost_usd) for g in users], "Usage per user"),
+        render_table(("session", "user", "started (UTC)", "calls", "total tokens", "cost"),
+                     [(g.key, who(owners[g.key]), f"{g.first_at:%H:%M:%S}", g.calls, g.total_tokens, g.cost_usd)
+                      for g in sessions], "Usage per session (this run, latest first)"),
+        render_table(("name", "user", "calls", "prompt", "completion", "total tokens", "cost"),
+                     [(names.get(g.key, "-"), None if g.key is None else str(g.key), g.calls, g.prompt_tokens,
+                       g.completion_tokens, g.total_tokens, g.cost_usd) for g in users],
+                     "Usage per user (every run so far)"),
+        "\n".join(["Look further:", *hint, f"dspy-tokens report -d {database}", f"dspy-tokens top -d {database}"]),
     ])

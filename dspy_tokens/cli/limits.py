@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import config_option, database_option, echo_json, json_option, one_line_errors
+from .common import EXIT_NO, config_option, database_option, echo_json, json_option, one_line_errors, open_store
 from .tables import render_table
 
 
@@ -20,9 +20,12 @@ from .tables import render_table
 @database_option
 @one_line_errors
 def limits(user_id, guild_id, model, estimate, config_path, bypasses, as_json, database):
-    """Would USER_ID's next request be allowed? The decision and every rule, for support staff."""
+    """Would USER_ID's next request be allowed? The decision and every rule, for support staff.
+
+    Exit code 0 when it would be allowed (bypassed, or only warned), 3 when it would be refused."""
     from dspy_tokens import TokenTracker  # imports DSPy (prices, the configured LM)
 
+    open_store(database).close()  # a database without our data is an error, and is left untouched
     tracker = TokenTracker.reader(database, config_path, bypasses=bypasses)
     decision = tracker.check(user_id, guild_id, model=model, estimate=estimate)
     tracker.close()
@@ -35,7 +38,13 @@ def limits(user_id, guild_id, model, estimate, config_path, bypasses, as_json, d
                        "reserved": str(d.reserved), "limit": str(d.limit), "remaining": str(d.remaining),
                        "exceeded": d.exceeded, "resets_at": d.resets_at.isoformat() if d.resets_at else None}
                       for d in rules]})
-        return
+    else:
+        _show(decision, rules)
+    if not decision.allowed:
+        click.get_current_context().exit(EXIT_NO)
+
+
+def _show(decision, rules) -> None:
     verdict = "allowed" if decision.allowed else "REFUSED"
     click.echo(f"{verdict} ({decision.enforcement}): {decision.message}")
     if rules:

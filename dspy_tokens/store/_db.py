@@ -27,7 +27,10 @@ _DATABASE_ERRORS = {"DatabaseError", "InterfaceError", "PeeweeException"}  # DB-
 
 
 def resolve_url(url: str | None = None) -> str:
-    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    """The URL to open: ``url``, else ``$DSPY_TOKENS_DATABASE_URL``, else the default; a bare path (no
+    ``scheme://``, e.g. ``usage.db`` or ``/var/lib/bot/usage.db``) is a SQLite file."""
+    url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    return url if "://" in url else f"sqlite:///{url}"
 
 
 def open_database(url: str | None = None) -> peewee.Database:

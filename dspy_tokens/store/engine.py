@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
-from . import aggregates, migrations, rebuild
-from ._db import classify, dialect, open_database, redact, resolve_url
+from . import aggregates, migrations, prune, rebuild
+from ._db import classify, dialect, open_database, redact, resolve_url, sqlite_path, storage_errors
 from ._sql import executemany, insert_sql, upsert_sql
 from .prune import Pruner
 from .records import Records
@@ -103,10 +103,33 @@ class Store:
     def migration_status(self):
         return migrations.status(self.db, self.models)
 
-    def rebuild_counters(self) -> dict[str, int]:
-        """Recompute the hourly limit counters from the raw rows (writers wait meanwhile)."""
+    def has_schema(self) -> bool:
+        """Whether this database holds dspy-tokens data (its ``token_usage`` table), asked without creating
+        anything: not the schema, and not the file of a SQLite URL. Read-only tools use it to refuse a database
+        that is not ours instead of filling it with empty tables."""
+        path = sqlite_path(self.url)
+        if path is not None and not path.exists():
+            return False
+        with storage_errors(self.ping):
+            self.db.connect(reuse_if_open=True)
+            return self.db.table_exists("token_usage")
+
+    def rebuild_counters(self, *, check: bool = False,
+                         progress: Callable[[int, int], None] | None = None) -> rebuild.CounterAudit:
+        """Recompute the hourly limit counters from the raw rows (writers wait meanwhile) and report how the
+        stored ones drifted; with ``check`` only report (nothing is written). ``progress(rows_read, rows)``."""
         self.ensure_schema()
-        return rebuild.rebuild_counters(self.db, self.models)
+        with storage_errors(self.ping):
+            return rebuild.rebuild_counters(self.db, self.models, check=check, progress=progress)
+
+    def reclaim_space(self) -> tuple[int | None, int | None]:
+        """Give the space of deleted rows back after a cleanup: ``VACUUM`` on SQLite (the file shrinks; it needs
+        up to the file's size free on disk meanwhile), ``VACUUM ANALYZE`` on PostgreSQL (the space is reused by
+        new rows; the files shrink only by ``VACUUM FULL``, which locks the tables, so it is not run), ``OPTIMIZE
+        TABLE`` on MySQL/MariaDB (InnoDB rebuilds the tables). Returns the bytes our tables took before and after
+        (``None`` when the database cannot say)."""
+        with storage_errors(self.ping):
+            return prune.reclaim_space(self.db, self.dialect)
 
     def connect(self) -> None:
         """Make sure the schema exists and this thread has a connection."""

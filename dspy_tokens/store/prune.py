@@ -95,3 +95,43 @@ class Pruner:
     def _scalar(self, sql: str, params=()) -> int:
         value = self.db.execute_sql(sql, params).fetchone()[0]
         return int(value or 0)
+
+
+#: The tables a cleanup shrinks (the raw rows and the hourly counters), and the ones whose size is reported.
+RECLAIMED = ("token_usage", *COUNTER_TABLES)
+
+
+def reclaim_space(db, kind: str) -> tuple[int | None, int | None]:
+    """Return the space of deleted rows (see :meth:`~dspy_tokens.store.Store.reclaim_space`); the bytes of our
+    tables before and after."""
+    db.connect(reuse_if_open=True)
+    present = set(db.get_tables())
+    tables = [t for t in RECLAIMED if t in present]
+    before = _size(db, kind, tables)
+    if kind == "sqlite":
+        db.execute_sql("VACUUM")  # rewrites the file without its free pages
+        db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # and hands the write-ahead log's pages back too
+    elif kind == "postgresql":
+        for table in tables:  # outside a transaction: Peewee runs statements in autocommit mode
+            db.execute_sql(f"VACUUM ANALYZE {table}")
+    else:
+        for table in tables:
+            db.execute_sql(f"OPTIMIZE TABLE {table}").fetchall()
+    return before, _size(db, kind, tables)
+
+
+def _size(db, kind: str, tables: list[str]) -> int | None:
+    if not tables:
+        return 0
+    if kind == "sqlite":  # the whole file: SQLite keeps every table in it
+        pages = db.execute_sql("PRAGMA page_count").fetchone()[0]
+        return int(pages) * int(db.execute_sql("PRAGMA page_size").fetchone()[0])
+    marks = ", ".join([db.param] * len(tables))
+    if kind == "postgresql":
+        sql = f"SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.relkind = 'r' " \
+              f"AND c.relnamespace = current_schema()::regnamespace AND c.relname IN ({marks})"
+    else:
+        sql = f"SELECT SUM(data_length + index_length) FROM information_schema.tables " \
+              f"WHERE table_schema = DATABASE() AND table_name IN ({marks})"
+    value = db.execute_sql(sql, tables).fetchone()[0]
+    return None if value is None else int(value)

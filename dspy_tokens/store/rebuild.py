@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from . import aggregates
 from ._db import dialect, write_transaction
 from ._sql import day_sql, executemany, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
-from .units import COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, hour_of
+from .units import COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, hour_of, usd
 
 REBUILD_PAGE = 20_000
 COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour")),
@@ -14,8 +17,41 @@ COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour"
 DAILY_KEY = ("day", "user_id", "guild_id", "model", "feature")
 
 
-def rebuild_counters(db, models, tables=("scope", "model")) -> dict[str, int]:
-    """Recompute the hourly counters from the raw rows, inside one write transaction (writers wait meanwhile).
+@dataclass(frozen=True)
+class CounterDrift:
+    """How one counter table differed from what its raw rows say, summed over the hours the rows cover."""
+
+    table: str  # "scope" (token_usage_counters) or "model" (token_usage_model_counters)
+    counters: int  # counter rows the raw rows give
+    added: int  # counter rows that were missing
+    removed: int  # counter rows no raw row backs
+    changed: int  # counter rows whose numbers were wrong
+    before: dict  # calls, tokens, cost_usd (Decimal), unpriced_calls: the stored counters of those hours, summed
+    after: dict  # ... and as the raw rows give them
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+@dataclass(frozen=True)
+class CounterAudit:
+    """What :meth:`~dspy_tokens.store.Store.rebuild_counters` found (and, unless ``checked_only``, fixed)."""
+
+    rows: int
+    tables: tuple[CounterDrift, ...]
+    checked_only: bool
+
+    @property
+    def drifted(self) -> bool:
+        return any(t.drifted for t in self.tables)
+
+
+def rebuild_counters(db, models, tables=("scope", "model"), *, check: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> CounterAudit:
+    """Recompute the hourly counters from the raw rows, inside one write transaction (writers wait meanwhile),
+    and say how the stored ones differed. With ``check`` nothing is written. ``progress(rows_read, rows)`` is
+    called per page of rows read.
 
     Hours before the oldest stored row are left alone: retention deleted their rows (it deletes whole hours),
     and the counters are then the only record of that usage.
@@ -26,11 +62,12 @@ def rebuild_counters(db, models, tables=("scope", "model")) -> dict[str, int]:
               usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
               usage.reasoning_tokens, usage.cost_usd, usage.cache_hit, usage.error]
     db.connect(reuse_if_open=True)
-    with write_transaction(db):
+    with write_transaction(db) as transaction:
         if kind == "postgresql":
             db.execute_sql("LOCK TABLE token_usage IN SHARE ROW EXCLUSIVE MODE")
         oldest = usage.select(usage.created_at).order_by(usage.created_at).limit(1).scalar()
         first_hour = hour_of(oldest) if oldest is not None else None
+        count = usage.select().count() if progress is not None else 0
         total = aggregates.Deltas()
         last_id, rows = 0, 0
         while True:  # keyset pagination: constant memory whatever the table size
@@ -41,19 +78,46 @@ def rebuild_counters(db, models, tables=("scope", "model")) -> dict[str, int]:
             last_id = page[-1].id
             rows += len(page)
             total.merge(aggregates.deltas(page, rollups=False))
-        written = {}
+            if progress is not None:
+                progress(rows, count)
+        drifts = []
         for name, deltas, model in (("scope", total.counters, models.UsageCounter),
                                     ("model", total.model_counters, models.ModelUsageCounter)):
             if name not in tables:
                 continue
+            table, key = COUNTER_TABLES[name]
+            drifts.append(_drift(name, _stored_counters(db, table, key, first_hour), deltas))
+            if check:
+                continue
             if first_hour is not None:
                 model.delete().where(model.hour >= first_hour).execute()
-            table, key = COUNTER_TABLES[name]
             params = [(*k, *deltas[k]) for k in sorted(deltas)]
             executemany(kind, db.cursor(), upsert_sql(kind, db.param, table, key, COUNTER_MEASURES), params)
-            written[name] = len(params)
-        written["rows"] = rows
-    return written
+        if check:
+            transaction.rollback()
+    return CounterAudit(rows, tuple(drifts), check)
+
+
+def _stored_counters(db, table: str, key: tuple[str, ...], first_hour: int | None) -> dict[tuple, list[int]]:
+    """The stored counters of the hours the raw rows cover (all of them when there are no rows)."""
+    where = "" if first_hour is None else f" WHERE hour >= {int(first_hour)}"
+    cursor = db.execute_sql(f"SELECT {', '.join(key)}, {', '.join(COUNTER_MEASURES)} FROM {table}{where}")
+    width = len(key)
+    whole = [column in ("scope_id", "hour") for column in key]
+    return {tuple(int(v) if is_int else v for v, is_int in zip(r[:width], whole)): [int(v) for v in r[width:]]
+            for r in cursor.fetchall()}
+
+
+def _drift(name: str, stored: dict[tuple, list[int]], wanted: dict[tuple, list[int]]) -> CounterDrift:
+    def summed(table) -> dict:
+        sums = {m: sum(v[i] for v in table.values()) for i, m in enumerate(COUNTER_MEASURES)}
+        sums["cost_usd"] = usd(sums.pop("cost_pusd"))
+        return sums
+    return CounterDrift(
+        table=name, counters=len(wanted), added=len(wanted.keys() - stored.keys()),
+        removed=len(stored.keys() - wanted.keys()),
+        changed=sum(1 for k in wanted.keys() & stored.keys() if list(wanted[k]) != stored[k]),
+        before=summed(stored), after=summed(wanted))
 
 
 def rebuild_rollups(db, kind: str) -> dict[str, int]:

@@ -124,7 +124,7 @@ def test_cleanup_dry_run_then_real_and_reports_still_answer(seeded):
     dry = run("cleanup", "--older-than", "90", "--dry-run", database=url)
     assert dry.exit_code == 0, dry.output
     assert dry.stdout.startswith("would delete 10 rows created before")  # 2025 rows, today is later
-    done = run("cleanup", "--older-than", "90", database=url)
+    done = run("cleanup", "--older-than", "90", "--yes", database=url)
     assert done.stdout.startswith("deleted 10 rows") and "rollups are kept" in done.stdout
     after = json.loads(run("report", "--since", "2025-03-01", "--json", "--by", "model", database=url).stdout)
     assert after["summaries"]["range"] == before["summaries"]["range"]

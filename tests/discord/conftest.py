@@ -16,7 +16,7 @@ from dspy_tokens_discord.config import (
 
 from dspy_tokens.config import Bypasses, Config, parse_config
 from tests.discord.support.bot import App, build_bot
-from tests.discord.support.harness import FakeWire, install, start
+from tests.discord.support.harness import FakeWire, start
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +28,11 @@ def _clean_env(monkeypatch):
 
 
 @pytest.fixture
-def wire(monkeypatch):
-    """The fake wire: discord.py's two outbound seams replaced by a recorder that answers with parseable JSON."""
-    return install(monkeypatch, FakeWire())
+def wire():
+    """The kit's fake wire: discord.py's two outbound seams replaced by a recorder that answers with parseable
+    JSON, for the test's duration."""
+    with FakeWire().patched() as wire:
+        yield wire
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,3 +56,24 @@ async def test_example_bot_answers_and_syncs(wire, make_tracker, sqlite_url, ser
         assert wire.messages()[-1].content == "Synced 3 command(s) (guild)."
     finally:
         await bot.close()
+
+
+def test_offline_mode_runs_the_commands_against_the_fakes_and_prints_a_transcript():
+    """``python examples/discord_bot.py --offline`` needs no token and no provider: it runs /ask, /token-usage,
+    /token-stats (as an admin and as a member) and !sync against the shipped fake Discord and FakeLLMServer, and
+    prints who said what and what the bot answered."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "OPENAI_API_KEY")}
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--offline"], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=EXAMPLE.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    turns = done.stdout.split("\n\n")
+    said = [turn.splitlines()[0] for turn in turns if turn.strip() and not turn.startswith("LLM calls")]
+    assert said == ["alice: /ask question: What is DSPy?", "alice: /token-usage", "admin: /token-stats period: 7d",
+                    "alice: /token-stats", "owner: !sync guild"]
+    ask, usage, stats, refused, sync = turns[:5]
+    assert ask.splitlines()[1].startswith("bot: Answer to: What is DSPy?")
+    assert "bot: (ephemeral)" in usage and "**" in usage and "tokens · 1 call" in usage
+    assert "[📊 Token stats — Test Server]" in stats and "file token_stats.png (" in stats and ", PNG)" in stats
+    assert "(ephemeral) 🚫 You need the Manage Server permission" in refused
+    assert "bot: Synced 3 command(s) (guild)." in sync
+    assert done.stdout.rstrip().endswith("LLM calls answered by the fake server: 1")
