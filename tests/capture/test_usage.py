@@ -55,10 +55,11 @@ class TestNormalizeUsage:
         ({"prompt_tokens": 103, "completion_tokens": 13}, 116),
         ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 0}, 116),  # LiteLLM on partial usage
         ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 100}, 116),  # smaller than its parts
-        ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 120}, 120),  # larger: kept as reported
+        ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 120}, 116),  # larger: never charged blindly
     ])
     def test_partial_usage_recomputes_the_total(self, usage, total):
-        """A missing, zero or too-small total is recomputed as prompt + completion."""
+        """With both parts reported the total is their sum: a missing, zero, too-small or too-large total is
+        recomputed as prompt + completion."""
         c = normalize_usage(usage)
         assert c.reported and (c.prompt, c.completion, c.total) == (103, 13, total)
         assert (c.cached, c.reasoning) == (0, 0)
@@ -208,9 +209,10 @@ class TestArbitraryUsage:
             return
         assert (c.prompt, c.completion) == (prompt, completion)
         if prompt is not None and completion is not None:
-            assert c.total == (total if total is not None and total >= prompt + completion else prompt + completion)
-        else:
-            assert c.total == total
+            assert c.total == prompt + completion
+        else:  # one part: the reported total if it covers that part, else the part (never uncounted)
+            known = prompt if prompt is not None else completion
+            assert c.total == (total if total is not None and total >= known else known)
         cached, reasoning = details.get("cached_tokens"), details.get("reasoning_tokens")
         assert c.cached == (min(cached, prompt) if cached is not None and prompt is not None else cached or 0)
         assert c.reasoning == (min(reasoning, completion) if reasoning is not None and completion is not None
