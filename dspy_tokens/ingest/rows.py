@@ -34,7 +34,7 @@ def storable(row: UsageRow) -> UsageRow:
         value = getattr(row, name)
         if isinstance(value, str):
             cleaned = clean_text(value, limit)
-            if cleaned is not value and cleaned != value:
+            if cleaned != value:
                 changes[name] = cleaned
     return row._replace(**changes) if changes else row
 
