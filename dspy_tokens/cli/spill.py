@@ -69,7 +69,7 @@ def status(spill_dir, database, as_json):
 @one_line_errors
 def replay(rejected, spill_dir, database):
     """Write the waiting rows into the database now (rows already stored are skipped)."""
-    from dspy_tokens.ingest import replay as replay_directory
+    from dspy_tokens.ingest import replay_directory
 
     store = Store(database)
     result = replay_directory(_directory(database, spill_dir), store.write_batch, rejected=rejected)

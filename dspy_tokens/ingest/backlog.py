@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from ..store import UsageRow
 from .journal import encode
-from .replay import replay
+from .replay import replay_directory
 from .spill import CLAIMED, JOURNAL, REJECTED, SPILL, SpillDirectory
 
 log = logging.getLogger("dspy_tokens")
@@ -73,7 +73,7 @@ class Backlog:
         returns the rows added. Raises the StorageError when the database stops answering."""
         if not self.waiting and time.monotonic() < self._next_scan:
             return 0
-        result = replay(self.directory, insert, batch_size=batch_size)
+        result = replay_directory(self.directory, insert, batch_size=batch_size)
         self._next_scan = time.monotonic() + RESCAN_SECONDS
         for reason in result.skipped:
             self.tell(reason, logging.WARNING, "dspy-tokens: spill file %s; it is left in %s", reason, self.path)

@@ -35,8 +35,8 @@ class ReplayResult:
         return self.unavailable is None
 
 
-def replay(directory: SpillDirectory, insert: Callable[[Sequence[UsageRow]], int], *, batch_size: int = 1000,
-           rejected: bool = False) -> ReplayResult:
+def replay_directory(directory: SpillDirectory, insert: Callable[[Sequence[UsageRow]], int], *,
+                     batch_size: int = 1000, rejected: bool = False) -> ReplayResult:
     """Replay every file waiting in ``directory`` (with ``rejected``, the rejected rows too) through ``insert``
     (which stores rows not stored yet and returns how many it added, raising :class:`StorageError`)."""
     result = ReplayResult()
