@@ -141,11 +141,6 @@ def classified(fn):
     return wrapper
 
 
-def is_conflict(exc: BaseException) -> bool:
-    """Deadlock, serialization failure or lock wait: the transaction may succeed if retried at once."""
-    return isinstance(classify(exc), StorageConflict)
-
-
 def classify(exc: BaseException) -> StorageError:
     """The one classification of a failed operation, from the driver's own signal (see :mod:`._errors`)."""
     if isinstance(exc, StorageError):

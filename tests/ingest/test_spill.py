@@ -1,6 +1,7 @@
 """Spill files: rows that cannot reach the database wait on local disk (on close, or past ``max_buffer``) and are
 replayed into a working database by the next tracker on the same spill directory — exactly once, counters
-included. Real DSPy programs over HTTP feed the trackers."""
+included. The line codec reads any version's rows; garbage and refused rows block no other file; a journal is
+taken only once its owner's lock is free. Real DSPy programs over HTTP feed the trackers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A real network outage for tests: a TCP proxy in front of a database server that can be cut and restored."""
+"""Real faults for tests: a TCP proxy in front of a database server that can be cut and restored, and triggers
+that make the server itself refuse rows (as data) or fail every write (with a given server error)."""
 
 from __future__ import annotations
 
