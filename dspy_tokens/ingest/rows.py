@@ -14,6 +14,8 @@ call_log = logging.getLogger("dspy_tokens.calls")
 
 SOURCE_NO_USAGE = "no_usage"
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_DIGITS = re.compile(r"\d+")
+MAX_TOLD = 1000
 
 
 def clean_text(value: str, limit: int | None = None) -> str:
@@ -52,6 +54,16 @@ class RowBuilder:
 
     def __init__(self, prices: PriceBook, log_calls: bool = False):
         self.prices, self.log_calls = prices, log_calls
+        self._told: set[tuple[str, str]] = set()  # (model, problem without its numbers) already warned about
+
+    def _report(self, call: ObservedCall, problem: str) -> None:
+        """A provider's usage problem: a warning the first time per model and kind (a provider that always sends
+        the same inconsistency would otherwise log every call), then debug lines."""
+        kind = (call.model, _DIGITS.sub("N", problem))
+        first = kind not in self._told and len(self._told) < MAX_TOLD
+        self._told.add(kind)
+        log.log(logging.WARNING if first else logging.DEBUG, "dspy-tokens: call %s: %s%s", call.call_uuid, problem,
+                " (further such calls of this model are logged at debug level)" if first else "")
 
     def configure(self, prices: PriceBook, log_calls: bool) -> None:
         self.prices, self.log_calls = prices, log_calls
@@ -67,7 +79,7 @@ class RowBuilder:
             cache_hit = is_cache_hit(entry)
             counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"))
             if counts.problem:
-                log.warning("dspy-tokens: call %s: %s", call.call_uuid, counts.problem)
+                self._report(call, counts.problem)
         if counts.reported:
             try:
                 cost = self.prices.cost(counts, call.model, response_model, cache_hit=cache_hit)

@@ -144,3 +144,15 @@ class TestStorableText:
             value = getattr(row, name)
             assert value is None or (len(value) <= limit and "\x00" not in value and value.encode("utf-8"))
         assert row.total_tokens == 6
+
+
+def test_a_provider_that_always_sends_the_same_inconsistency_warns_once(caplog):
+    """Fifty calls whose total disagrees with their parts (each with other numbers): one warning for the model,
+    the rest at debug level — and each row still counts prompt + completion."""
+    builder = RowBuilder(PriceBook(Config()))
+    with caplog.at_level(logging.DEBUG, logger="dspy_tokens"):
+        rows = [builder.build(observed({"usage": {"prompt_tokens": 10 + i, "completion_tokens": 5,
+                                                  "total_tokens": 999_999_999 - i}})) for i in range(50)]
+    said = [r for r in caplog.records if "is not prompt_tokens + completion_tokens" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING] + [logging.DEBUG] * 49
+    assert [r.total_tokens for r in rows] == [15 + i for i in range(50)]
