@@ -17,6 +17,7 @@ from .spill import CLAIMED, JOURNAL, REJECTED, SPILL, SpillDirectory
 log = logging.getLogger("dspy_tokens")
 
 RESCAN_SECONDS = 30.0  # how often other processes' files are looked for, and a failed save is retried
+SPILL_RETRY_SECONDS = 5.0  # a spill that failed (a full or read-only disk) is not tried again sooner
 MAX_TOLD = 1000
 
 
@@ -30,6 +31,7 @@ class Backlog:
         self._next_scan = 0.0  # scan at start: a previous run may have left files
         self._next_save = 0.0
         self._spill_failing = False
+        self._next_spill = 0.0
         self._told: set[str] = set()
 
     @property
@@ -53,11 +55,15 @@ class Backlog:
         return spilled, sum(f.rows for f in files if f.kind == REJECTED) + len(self.rejected)
 
     # -- rows the database could not take yet -------------------------------------------------------------
-    def spill(self, rows: list[UsageRow], in_journal: bool) -> bool:
-        """Write ``rows`` to a spill file; False (logged once until it works) when that is impossible."""
+    def spill(self, rows: list[UsageRow], in_journal: bool, final: bool = False) -> bool:
+        """Write ``rows`` to a spill file; False (logged once until it works) when that is impossible. After a
+        failure it is tried again only after ``SPILL_RETRY_SECONDS`` (or at the end: ``final``)."""
+        if self._spill_failing and not final and time.monotonic() < self._next_spill:
+            return False
         try:
             path = self.directory.write(rows)
         except OSError as exc:
+            self._next_spill = time.monotonic() + SPILL_RETRY_SECONDS
             if not self._spill_failing:
                 self._spill_failing = True
                 log.warning("dspy-tokens: cannot spill %d rows to %s (%s); they stay in memory%s", len(rows),

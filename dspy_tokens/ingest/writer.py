@@ -313,11 +313,11 @@ class UsageWriter:
             self.backlog.reject(refused, len(batch), reason)
         return written
 
-    def _spill_pending(self) -> bool:
+    def _spill_pending(self, final: bool = False) -> bool:
         """Move every held row to a spill file (the journal then holds none). False when it cannot be written."""
         with self._journal_lock:
             self._drain_staged()
-            if self._pending and not self.backlog.spill(self._pending, self._journal.intact):
+            if self._pending and not self.backlog.spill(self._pending, self._journal.intact, final):
                 return False
             self._journal.reset()
             self._pending = []
@@ -338,7 +338,7 @@ class UsageWriter:
         if (self._pending or self._settled) and not self._outage.active:
             self._write()
         if self._pending:
-            self._spill_pending()
+            self._spill_pending(final=True)
         self.backlog.save_rejected()
         if self.backlog.rejected:
             self.backlog.dump(self.backlog.rejected, "refused by the database as data and could not be saved to disk")
