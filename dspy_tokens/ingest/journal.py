@@ -69,7 +69,7 @@ def _hook(obj):
 def _kind(annotation) -> tuple[str, bool]:
     """('int' | 'str' | 'bool' | 'Decimal' | 'datetime' | other, nullable) from a field's annotation."""
     text = getattr(annotation, "__forward_arg__", None) or getattr(annotation, "__name__", None) or str(annotation)
-    parts = [part.strip() for part in text.replace("Optional[", "None|").rstrip("]").split("|")]
+    parts = [part.strip() for part in text.split("|")]
     kinds = [part for part in parts if part != "None"]
     return (kinds[0] if kinds else "None"), "None" in parts
 
