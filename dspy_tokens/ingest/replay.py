@@ -10,7 +10,7 @@ so what a stopped replay already stored is skipped next time).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..errors import StorageError, StorageRejected
 from ..store import UsageRow
@@ -48,14 +48,13 @@ def replay_directory(directory: SpillDirectory, insert: Callable[[Sequence[Usage
             continue
         if claim is None:
             continue  # a running process holds it
+        bad: list[str] = []
         try:
-            rows, bad = directory.read(claim)
+            rows, written, refused = _store(directory.read(claim, batch_size, bad), insert, result)
         except OSError as exc:
             result.skipped.append(f"{path.name}: cannot be read ({exc})")
             directory.release(claim)
             continue
-        try:
-            written, refused = _store(rows, insert, batch_size, result)
         except StorageError as exc:  # unavailable: give the file back, stop, back off
             directory.release(claim)
             result.unavailable = exc
@@ -74,18 +73,19 @@ def replay_directory(directory: SpillDirectory, insert: Callable[[Sequence[Usage
             continue
         directory.finish(claim)
         result.files += 1
-        result.rows += len(rows)
+        result.rows += rows
         result.written += written
         result.rejected += len(refused)
         result.unreadable += len(bad)
     return result
 
 
-def _store(rows: list[UsageRow], insert, batch_size: int, result: ReplayResult) -> tuple[int, list[UsageRow]]:
-    """(rows added, rows refused); a batch the database refuses is retried row by row to find the refused ones."""
-    written, refused = 0, []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+def _store(batches: Iterable[list[UsageRow]], insert, result: ReplayResult) -> tuple[int, int, list[UsageRow]]:
+    """(rows read, rows added, rows refused); a batch the database refuses is retried row by row to find the
+    refused ones."""
+    read, written, refused = 0, 0, []
+    for batch in batches:
+        read += len(batch)
         try:
             written += insert(batch)
             continue
@@ -97,4 +97,4 @@ def _store(rows: list[UsageRow], insert, batch_size: int, result: ReplayResult) 
             except StorageRejected as exc:
                 refused.append(row)
                 result.last_rejection = str(exc)
-    return written, refused
+    return read, written, refused

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from ..store import Store, UsageRow
 from .journal import SUFFIX, decode, encode, try_lock
@@ -204,9 +205,10 @@ class SpillDirectory:
         return Claim(claimed, original, fd)
 
     @staticmethod
-    def read(claim: Claim) -> tuple[list[UsageRow], list[str]]:
-        """(rows, the lines that are not rows)."""
-        rows, bad = [], []
+    def read(claim: Claim, batch_size: int, bad: list[str]) -> Iterator[list[UsageRow]]:
+        """The file's rows, ``batch_size`` at a time (a replay into an unavailable database stops at the first);
+        lines that are not rows are appended to ``bad``."""
+        rows: list[UsageRow] = []
         with open(claim.path, encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
                 line = line.strip()
@@ -216,7 +218,11 @@ class SpillDirectory:
                     rows.append(decode(line))
                 except ValueError:
                     bad.append(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-        return rows, bad
+                if len(rows) >= batch_size:
+                    yield rows
+                    rows = []
+        if rows:
+            yield rows
 
     def release(self, claim: Claim) -> None:
         """Give a claimed file back under its own name (its replay could not finish)."""

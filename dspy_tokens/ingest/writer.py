@@ -256,10 +256,9 @@ class UsageWriter:
                 self._journal.rewrite(self._pending)
 
     def _write(self) -> bool:
-        """Commit spilled and pending rows. False when the database is unavailable (the rows are kept)."""
+        """Commit pending, then spilled rows. False when the database is unavailable (the rows are kept)."""
         written = 0
         try:
-            written += self.backlog.replay(self._insert, self.batch_size)
             while self._pending or self._settled:
                 batch = self._pending[:self.batch_size]
                 last = len(batch) == len(self._pending)
@@ -271,6 +270,8 @@ class UsageWriter:
                 del self._pending[:len(batch)]
                 if last:
                     self._settled = []
+            # After the rows in memory: those probe the database cheaply, a replay reads whole files first.
+            written += self.backlog.replay(self._insert, self.batch_size)
         except StorageError as exc:  # unavailable: the database's state, not the rows'
             self.last_error = str(exc)
             self._outage.failed(self.last_error, self.stats.pending)
