@@ -137,7 +137,7 @@ def run(ctx: Context) -> list[Figure]:
                         f"{ours.median:.0f} µs (writer live {live.median:.0f} µs), inside the tracker "
                         f"{statistics.median(inside):.1f} µs")
             for t in trackers:
-                assert t.writer.last_error is None, t.writer.last_error
+                assert t.stats.last_error is None, t.stats.last_error
         finally:
             for t in trackers:
                 t.close()

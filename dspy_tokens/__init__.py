@@ -20,11 +20,11 @@ _EXPORTS = {
     "LimitDecision": "limits.decision",
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
     "Totals": "reports.results", "CallRecord": "reports.results", "Reports": "reports.queries",
-    "WriterStats": "ingest.writer",
+    "Health": "ingest.health", "WriterStats": "ingest.writer",
     "TokenTracker": "tracker",
 }
 __all__ = [
-    "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group",
+    "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group", "Health",
     "LimitDecision", "ModelEntry", "ModelPrice", "Reports", "StorageError", "Summary", "TokenLimitExceeded",
     "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "parse_id", "propagate",
     "usage_context",
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .capture.context import propagate, usage_context
     from .config import Bypasses, Config, ModelEntry, ModelPrice, load_bypasses, load_config
     from .errors import ConfigurationError, DspyTokensError, StorageError, TokenLimitExceeded
+    from .ingest.health import Health
     from .ingest.writer import WriterStats
     from .limits.decision import LimitDecision
     from .reports.queries import Reports

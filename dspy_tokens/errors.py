@@ -6,7 +6,7 @@
     └── StorageError              the database failed (the driver's exception is the __cause__)
         ├── StorageUnavailable    its state: unreachable, timeout, lock, deadlock, read-only, full disk
         │   └── StorageConflict   contention between writers (deadlock, serialization, lock wait): retry now
-        └── StorageRejected       the data itself: an integrity or data error on a row
+        └── StorageRejected       the data itself: an integrity or data error on one row (never the state)
 """
 
 from __future__ import annotations

@@ -11,20 +11,23 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
+import threading
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
+from . import lifecycle
 from .capture import CallRecorder, ObservedCall
 from .config import Bypasses, Config, load_bypasses, load_config
-from .ingest import RowBuilder, UsageWriter, WriterStats, default_spill_dir
+from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
 from .limits import Guard, LimitDecision, Limiter, rolling_window_start
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .store import Store, redact
 
-EXIT_FLUSH_SECONDS = 5.0
+EXIT_FLUSH_SECONDS = 5.0  # what close() may take at exit or on SIGTERM (docker stop waits 10 s, then SIGKILLs)
 log = logging.getLogger("dspy_tokens")
 
 
@@ -57,19 +60,27 @@ class TokenTracker(CallRecorder):
         self._reports = Reports(self._store)
         self._closed = False
         self._writer: UsageWriter | None = None
+        self._lifecycle_lock = threading.Lock()
+        self._reopened = False
+        self._exiting = False  # closed because the process ends (atexit, a signal)
+        self._late: Journal | None = None  # calls that arrive while the process ends
+        lifecycle.register(self, self._store.url)
         if not _record:
             return
         self._rows = RowBuilder(self._prices, self.config.log_calls)
         self._retention = RetentionScheduler(self._reports, self.config, self.retention_interval,
                                              on_done=self._store.reset_connection)
-        self._writer = UsageWriter(self._store, self._rows.build,
-                                   Path(spill_dir) if spill_dir else default_spill_dir(self._store),
-                                   max_buffer=max_buffer, batch_size=batch_size,
+        self._spill_dir = Path(spill_dir) if spill_dir else default_spill_dir(self._store)
+        self._writer_options = dict(max_buffer=max_buffer, batch_size=batch_size)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writer = UsageWriter(self._store, self._rows.build, self._spill_dir, **self._writer_options,
                                    on_committed=self._retention if self.config.retention_days else None)
         self.emit = self._writer.submit  # type: ignore[method-assign]  # the LM call path skips this module
         # Drain at interpreter exit without keeping the tracker alive for it.
         ref = weakref.ref(self)
-        self._atexit = lambda: (t := ref()) is not None and t.close(timeout=EXIT_FLUSH_SECONDS)
+        self._atexit = lambda: (t := ref()) is not None and t._close_for_exit(EXIT_FLUSH_SECONDS)
         atexit.register(self._atexit)
 
     @classmethod
@@ -90,6 +101,32 @@ class TokenTracker(CallRecorder):
     def stats(self) -> WriterStats | None:
         """The background writer's state (committed, pending, last error, spill directory); None for a reader."""
         return self._writer.stats if self._writer is not None else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def health(self) -> Health:
+        """Is recording working? The writer's threads, a ping of the database (a blocking call on this thread,
+        like :meth:`check`), rows pending in memory, waiting on disk and refused. For a liveness probe or a status
+        page; ``health().ok`` is the short answer."""
+        reachable = self._store.ping()
+        self._store.reset_connection()  # the ping's connection belongs to this (the caller's) thread
+        if self._writer is not None:
+            return self._writer.health(reachable)
+        return Health(False, reachable, 0, 0, 0, None, None)
+
+    def install_signal_handlers(self, signals: Iterable[int] = (signal.SIGTERM,),
+                                timeout: float = EXIT_FLUSH_SECONDS) -> None:
+        """Drain on ``signals`` (default SIGTERM: ``docker stop``, Kubernetes, systemd), then run the handler that
+        was there before. Without it a SIGTERM ends Python at once: no ``atexit``, rows still in memory are kept
+        only by the journal. Call once, from the main thread. See the README's "Containers"."""
+        lifecycle.install_signal_handlers(weakref.WeakMethod(self._close_for_exit), signals, timeout)
+
+    def __reduce__(self):
+        # dspy.settings.save / program.save(save_program=True) pickle the callbacks: restored as the open tracker
+        # of the same database in the loading process (threads and connections are never pickled).
+        return lifecycle.restore, (lifecycle.key_of(self._store.url), redact(self._store.url))
 
     def emit(self, call: ObservedCall) -> None:  # replaced by the writer's submit; a reader records nothing
         log.warning("dspy-tokens: a read-only TokenTracker (TokenTracker.reader) saw an LM call and did not "
@@ -133,9 +170,46 @@ class TokenTracker(CallRecorder):
         return rolling_window_start(self.config.time_window_days, now or datetime.now(timezone.utc))
 
     def _settle(self, reservation_id: str) -> None:
-        if self._writer is not None:
-            self._writer.settle(reservation_id)
-        # a reader's reservations expire by their TTL
+        if self._writer is not None and not self._exiting:
+            self._open_writer().settle(reservation_id)
+        # a reader's reservations (and those of a process that is ending) expire by their TTL
+
+    def _open_writer(self) -> UsageWriter:
+        """The writer, started again if :meth:`close` stopped it: a call after close is recorded, with a warning."""
+        with self._lifecycle_lock:
+            if self._closed:
+                if not self._reopened:
+                    self._reopened = True
+                    log.warning("dspy-tokens: an LM call reached %r after close(); it reopened to record it. Close "
+                                "the tracker when the program is done with DSPy, or remove it from the callbacks "
+                                "first", self)
+                self._start_writer()
+                self._retention.stopped = False
+                self._closed = False
+        return self._writer
+
+    def _emit_after_close(self, call: ObservedCall) -> None:
+        if not self._exiting:
+            try:
+                self._open_writer().submit(call)
+                return
+            except RuntimeError:  # the interpreter is shutting down and starts no thread
+                self._exiting = True
+        self._journal_late(call)
+
+    def _journal_late(self, call: ObservedCall) -> None:
+        """The process is ending (atexit, SIGTERM) and calls still complete on other threads: journal each on the
+        caller's thread. The process's end releases the journal's lock, and the next tracker replays it."""
+        with self._lifecycle_lock:
+            if self._late is None:
+                self._late = Journal(self._spill_dir)
+            if not self._late.append([self._rows.build(call)]):
+                log.error("dspy-tokens: LM call %s completed while the process was ending and could not be saved "
+                          "to %s", call.call_uuid, self._spill_dir)
+
+    def _close_for_exit(self, timeout: float) -> bool:
+        self._exiting = True
+        return self.close(timeout=timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -143,7 +217,8 @@ class TokenTracker(CallRecorder):
         return self._writer.flush(timeout) if self._writer is not None else True
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Flush and stop the writer. Rows that could not be written are kept in the spill directory."""
+        """Flush and stop the writer. Rows that could not be written are kept in the spill directory. An LM call
+        that still reaches the tracker afterwards reopens it (with one warning), so it is recorded all the same."""
         if self._closed:
             return True
         self._closed = True
@@ -152,6 +227,7 @@ class TokenTracker(CallRecorder):
             return True
         atexit.unregister(self._atexit)
         self._retention.stopped = True
+        self.emit = self._emit_after_close  # type: ignore[method-assign]
         return self._writer.close(timeout)
 
     def __enter__(self) -> "TokenTracker":

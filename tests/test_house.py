@@ -2,7 +2,7 @@
 may live, what is public, how big a module may grow, and the path one LM call takes.
 
 Rooms are the subpackages of ``dspy_tokens`` (capture, ingest, store, limits, reports, cli, testing) and its
-top-level modules (errors, _ids, config, pricing, tracker). The README's "Architecture" section draws them.
+top-level modules (errors, _ids, config, pricing, lifecycle, tracker). The README's "Architecture" section draws them.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ MAY_IMPORT = {
     "ingest": {"capture", "pricing", "store", "config", "errors", "_ids"},
     "limits": {"config", "pricing", "store", "capture", "errors", "_ids"},
     "reports": {"store", "config", "errors", "_ids"},
-    "tracker": {"capture", "ingest", "store", "limits", "reports", "config", "pricing", "errors", "_ids"},
+    "lifecycle": {"capture", "errors"},
+    "tracker": {"capture", "ingest", "store", "limits", "reports", "config", "pricing", "lifecycle", "errors",
+                "_ids"},
     "testing": set(),
     "web": {"dspy_tokens", "reports"},  # a front end: the public face and documented submodules only (below)
 }
 #: What the CLI and other front ends may use: the package's public face and its documented public submodules.
 PUBLIC_MODULES = {"dspy_tokens", "dspy_tokens.store", "dspy_tokens.reports", "dspy_tokens.config",
                   "dspy_tokens.pricing", "dspy_tokens.testing", "dspy_tokens.errors", "dspy_tokens.limits",
-                  "dspy_tokens.web"}
+                  "dspy_tokens.web", "dspy_tokens.ingest"}
 #: The rooms that are front ends of the library: they use only PUBLIC_MODULES and names in dspy_tokens.__all__.
 FRONT_ENDS = ("cli", "web")
 #: The one place each capture room's import of the others is allowed (limits needs the guard's usage_context).
@@ -55,7 +57,7 @@ NARROW = {("limits", "capture"): {"dspy_tokens.capture.context"},
 #: connection state, whose parsers the Discord testing kit feeds as the gateway would.
 INTERNALS_ALLOWED = {"dspy_tokens.capture.dspy_internals", "dspy_tokens_discord.testing.gateway"}
 #: Underscore attributes of other libraries' objects that are their public API.
-FOREIGN_API = {"_meta", "_asdict", "_fields", "_replace", "_make"}
+FOREIGN_API = {"_meta", "_asdict", "_fields", "_field_defaults", "_replace", "_make"}
 SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+(IGNORE\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
                  r"CREATE\s+(TABLE|INDEX|DATABASE)|ALTER\s+TABLE|DROP\s+(TABLE|INDEX))\b", re.IGNORECASE | re.DOTALL)
 
@@ -394,5 +396,5 @@ def test_one_lm_call_reaches_its_row_through_six_modules_without_the_tracker(mak
     path = {"dspy_tokens/capture/callback.py"} | trace.carried  # the callback makes the ObservedCall it hands on
     assert len(path) <= 6
     assert path == {"dspy_tokens/capture/callback.py", "dspy_tokens/ingest/writer.py",
-                             "dspy_tokens/ingest/rows.py", "dspy_tokens/ingest/spill.py",
+                             "dspy_tokens/ingest/rows.py", "dspy_tokens/ingest/journal.py",
                              "dspy_tokens/store/engine.py", "dspy_tokens/store/aggregates.py"}, sorted(path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from . import watch
 from .context import Attribution, current_attribution
 from .dspy_internals import ACTIVE_CALL_ID, BaseCallback, global_history, history_disabled
 
@@ -95,6 +96,7 @@ class CallRecorder(BaseCallback):
     def on_lm_start(self, call_id, instance, inputs):
         started = time.perf_counter()
         attribution = current_attribution() or NO_ATTRIBUTION
+        attribution.mark_seen()
         labels = []
         root, node = call_id, ACTIVE_CALL_ID.get()
         while node is not None:
@@ -161,6 +163,7 @@ class CallRecorder(BaseCallback):
                 self._claimed[uuid] = None
                 if len(self._claimed) > MAX_CLAIMED:
                     self._claimed.popitem(last=False)
+                watch.note_recorded(uuid)
                 return entry
         if not self._warned_no_history:
             self._warned_no_history = True

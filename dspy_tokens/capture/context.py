@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
 from .._ids import checked_id
-from . import dspy_internals
+from . import dspy_internals, watch
 
 CONTEXT_KEY = "dspy_tokens_usage"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,9 +33,18 @@ class Attribution:
     session_id: str | None = None
     # Shared by every call of an explicit session, across threads: call indexes 0, 1, 2...
     _indexes: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
+    # How many LM calls a tracker saw inside the context (shared with the contexts nested in it).
+    _seen: list = field(default_factory=lambda: [0], compare=False, repr=False)
 
     def next_index(self) -> int:
         return next(self._indexes)  # itertools.count is atomic under the GIL
+
+    def mark_seen(self) -> None:
+        self._seen[0] += 1
+
+    @property
+    def seen(self) -> int:
+        return self._seen[0]
 
 
 def current_attribution() -> Attribution | None:
@@ -78,6 +87,7 @@ class usage_context:  # noqa: N801 - used like contextlib's lower-case helpers
                             session_id=session_id)
         _merge(None, **self._values)  # validate now: a bad id fails where it is written
         self._tokens: list[contextvars.Token] = []
+        self._opened: list[tuple[Attribution, object]] = []  # (attribution, newest history entry at entry)
 
     def __enter__(self) -> Attribution:
         overrides = dspy_internals.overrides()
@@ -86,10 +96,13 @@ class usage_context:  # noqa: N801 - used like contextlib's lower-case helpers
         new = type(overrides)(overrides)
         new[CONTEXT_KEY] = attribution
         self._tokens.append(dspy_internals.set_overrides(new))
+        self._opened.append((attribution, watch.history_mark()))
         return attribution
 
     def __exit__(self, *exc: object) -> None:
         dspy_internals.reset_overrides(self._tokens.pop())
+        attribution, mark = self._opened.pop()
+        watch.warn_if_unrecorded(mark, attribution.seen > 0)
 
     async def __aenter__(self) -> Attribution:
         return self.__enter__()

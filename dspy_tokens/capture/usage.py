@@ -58,6 +58,23 @@ def _detail(usage: Mapping, section: str, key: str) -> Any:
     return getattr(details, key, None)  # LiteLLM may hand over objects instead of dicts
 
 
+def _consistent_total(prompt: int | None, completion: int | None, total: int | None, problems: list[str]) -> int:
+    """The total a limit may count. With both parts it is their sum: a reported total that disagrees (a proxy's
+    999,999,999 on a 15-token call) is named in ``problems``, never charged. With one part it is the reported
+    total when that covers the part, else the part itself: a call without prompt_tokens still counts."""
+    if prompt is not None and completion is not None:
+        parts = prompt + completion
+        if total not in (None, 0, parts):  # 0/None: LiteLLM's filler for partial usage, not a claim
+            problems.append(f"total_tokens {total} is not prompt_tokens + completion_tokens ({parts}); "
+                            f"counted {parts}")
+        return parts
+    known, missing = (prompt, "completion_tokens") if prompt is not None else (completion, "prompt_tokens")
+    problems.append(f"{missing} missing")
+    if total is None or total < known:
+        return known
+    return total
+
+
 def normalize_usage(usage: Any) -> TokenCounts:
     """Counts from an OpenAI-style usage mapping, tolerant of missing, partial and malformed fields."""
     if not isinstance(usage, Mapping):  # never truth-test an unknown object: that may raise
@@ -76,8 +93,7 @@ def normalize_usage(usage: Any) -> TokenCounts:
     if prompt is None and completion is None:
         # Only a total: keep it, the split is unknown.
         return TokenCounts(total=total, reported=True, problem="only total_tokens was reported")
-    if (prompt is not None and completion is not None) and (total is None or total < prompt + completion):
-        total = prompt + completion  # partial usage: recompute instead of trusting 0/None
+    total = _consistent_total(prompt, completion, total, problems)
     cached = _count(_detail(usage, "prompt_tokens_details", "cached_tokens"))
     reasoning = _count(_detail(usage, "completion_tokens_details", "reasoning_tokens"))
     if cached is not None and prompt is not None and cached > prompt:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import admin, data, demo, limits, report, serve
+from . import admin, data, demo, limits, report, serve, spill
 from .common import EXIT_CODES_HELP
 
 
@@ -28,6 +28,7 @@ main.add_command(data.export)
 main.add_command(data.cleanup)
 main.add_command(admin.prices)
 main.add_command(serve.serve)
+main.add_command(spill.spill)
 # The audit lives under `db`; the old top-level name keeps working for scripts.
 main.add_command(click.Command("rebuild-counters", callback=admin.rebuild_counters.callback,
                                params=admin.rebuild_counters.params, help=admin.rebuild_counters.help, hidden=True))

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from ..capture import ObservedCall, TokenCounts, is_cache_hit, normalize_usage
 from ..pricing import SOURCE_UNKNOWN, PriceBook
-from ..store import UsageRow
+from ..store import TEXT_LIMITS, UsageRow
 
 log = logging.getLogger("dspy_tokens")
 call_log = logging.getLogger("dspy_tokens.calls")
 
 SOURCE_NO_USAGE = "no_usage"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_DIGITS = re.compile(r"\d+")
+MAX_TOLD = 1000
+
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    """Text every backend can store: NUL removed (PostgreSQL refuses it), lone surrogates replaced by U+FFFD (no
+    driver can encode them), cut to ``limit`` characters."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii() and _SURROGATES.search(value):
+        value = _SURROGATES.sub("\ufffd", value)
+    return value[:limit] if limit else value
+
+
+def storable(row: UsageRow) -> UsageRow:
+    """The row with every text column cleaned (:func:`clean_text`) to fit its column: provider text (a model
+    name, an error message) and user text (a feature) can never make a call unstorable."""
+    changes = {}
+    for name, limit in TEXT_LIMITS.items():
+        value = getattr(row, name)
+        if isinstance(value, str):
+            cleaned = clean_text(value, limit)
+            if cleaned != value:
+                changes[name] = cleaned
+    return row._replace(**changes) if changes else row
 
 
 def response_model_of(entry: dict) -> str | None:
@@ -19,7 +46,7 @@ def response_model_of(entry: dict) -> str | None:
     if not model:
         response = entry.get("response")
         model = getattr(response, "model", None) if not isinstance(response, tuple) else None
-    return str(model)[:200] if model else None
+    return str(model) if model else None
 
 
 class RowBuilder:
@@ -27,6 +54,16 @@ class RowBuilder:
 
     def __init__(self, prices: PriceBook, log_calls: bool = False):
         self.prices, self.log_calls = prices, log_calls
+        self._told: set[tuple[str, str]] = set()  # (model, problem without its numbers) already warned about
+
+    def _report(self, call: ObservedCall, problem: str) -> None:
+        """A provider's usage problem: a warning the first time per model and kind (a provider that always sends
+        the same inconsistency would otherwise log every call), then debug lines."""
+        kind = (call.model, _DIGITS.sub("N", problem))
+        first = kind not in self._told and len(self._told) < MAX_TOLD
+        self._told.add(kind)
+        log.log(logging.WARNING if first else logging.DEBUG, "dspy-tokens: call %s: %s%s", call.call_uuid, problem,
+                " (further such calls of this model are logged at debug level)" if first else "")
 
     def configure(self, prices: PriceBook, log_calls: bool) -> None:
         self.prices, self.log_calls = prices, log_calls
@@ -42,7 +79,7 @@ class RowBuilder:
             cache_hit = is_cache_hit(entry)
             counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"))
             if counts.problem:
-                log.warning("dspy-tokens: call %s: %s", call.call_uuid, counts.problem)
+                self._report(call, counts.problem)
         if counts.reported:
             try:
                 cost = self.prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
@@ -57,11 +94,12 @@ class RowBuilder:
         row = UsageRow(
             call_uuid=call.call_uuid, session_id=call.session_id, call_index=call.call_index,
             user_id=who.user_id, guild_id=who.guild_id, channel_id=who.channel_id, feature=who.feature,
-            module=call.module, model=call.model[:200], response_model=response_model,
+            module=call.module, model=call.model, response_model=response_model,
             prompt_tokens=counts.prompt, completion_tokens=counts.completion, total_tokens=counts.total,
             cached_tokens=counts.cached, reasoning_tokens=counts.reasoning, cost_usd=cost_usd,
             cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported, error=call.error,
             latency_ms=call.latency_ms, created_at=call.created_at)
+        row = storable(row)
         if self.log_calls:
             log_row(row)
         return row

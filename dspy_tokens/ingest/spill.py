@@ -1,23 +1,41 @@
-"""Rows on local disk: spill segments (rows that wait for the database) and the journal (rows the writer holds
-but has not committed), in one JSON-lines codec that keeps ``Decimal`` and aware ``datetime`` exact."""
+"""The spill directory: rows waiting on local disk for the database, as JSON-lines files any process may replay.
+
+=====================  ======================================================================================
+file                   holds
+=====================  ======================================================================================
+``spill-*.jsonl``      rows a writer could not commit (an outage, or its close); replayed automatically
+``journal-*.jsonl``    rows a living writer holds (locked by it); once its lock is free, replayed like a spill
+``claimed-*.jsonl``    a file being replayed (locked by the replayer); one whose lock is free is taken over
+``rejected-*.jsonl``   rows the database refused as data; kept, replayed on demand (``spill replay --rejected``)
+``unreadable-*.jsonl`` lines that are not rows (garbage, a truncated write); kept for inspection
+=====================  ======================================================================================
+
+A file becomes visible only when complete (written under a temporary name, then renamed), and is claimed by
+locking it and renaming it, so two processes never replay the same file at once.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
+import re
+import time
 import uuid
-from datetime import datetime
-from decimal import Decimal
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from ..store import Store, UsageRow
+from .journal import SUFFIX, decode, encode, try_lock
 
-log = logging.getLogger("dspy_tokens")
-
-SPILL_SUFFIX = ".jsonl"
 SPILL_DIR_ENV = "DSPY_TOKENS_SPILL_DIR"
+SPILL, JOURNAL, CLAIMED, REJECTED, UNREADABLE = "spill", "journal", "claimed", "rejected", "unreadable"
+KINDS = (SPILL, JOURNAL, CLAIMED, REJECTED, UNREADABLE)
+_CLAIM_PREFIX = re.compile(r"^claimed-(?:\d+-[0-9a-f]{8}|[0-9a-f]{32})-")
+_LEGACY_JOURNAL = re.compile(r"^journal-(\d+)-[0-9a-f]{8}\.jsonl$")  # named by PID (dspy-tokens <= 0.2)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+STALE_SECONDS = 600.0  # a temporary file this old belongs to no write in progress
 
 
 def default_spill_dir(store: Store) -> Path:
@@ -33,30 +51,208 @@ def default_spill_dir(store: Store) -> Path:
     return Path.home() / ".cache" / "dspy_tokens" / "spill" / digest
 
 
-def encode(row: UsageRow) -> str:
-    def default(value):
-        if isinstance(value, Decimal):
-            return {"$decimal": str(value)}
-        if isinstance(value, datetime):
-            return {"$datetime": value.isoformat()}
-        raise TypeError(type(value).__name__)
-    return json.dumps(row._asdict(), default=default, separators=(",", ":"))
+def original_name(name: str) -> str:
+    """The name a file had before it was claimed (claims may be taken over, so prefixes may repeat)."""
+    while True:
+        stripped = _CLAIM_PREFIX.sub("", name, count=1)
+        if stripped == name:
+            return name
+        name = stripped
 
 
-def decode(line: str) -> UsageRow:
-    def hook(obj):
-        if "$decimal" in obj:
-            return Decimal(obj["$decimal"])
-        if "$datetime" in obj:
-            return datetime.fromisoformat(obj["$datetime"])
-        return obj
-    data = json.loads(line, object_hook=hook)
-    if not isinstance(data, dict):
-        raise ValueError("not a row object")
-    return UsageRow(**data)
+def kind_of(name: str) -> str | None:
+    if name.startswith("claimed-"):
+        return CLAIMED
+    for kind in (SPILL, JOURNAL, REJECTED, UNREADABLE):
+        if name.startswith(f"{kind}-") and name.endswith(SUFFIX):
+            return kind
+    return None
 
 
-def _pid_alive(pid: int) -> bool:
+@dataclass(frozen=True)
+class SpillFile:
+    """One file of a spill directory, as ``dspy-tokens spill status`` lists it."""
+
+    path: Path
+    kind: str  # spill | journal | claimed | rejected | unreadable
+    live: bool  # held by a running process: a writer's journal, a replay in progress
+    rows: int  # lines
+    bytes: int
+    modified: datetime
+
+
+@dataclass
+class Claim:
+    """A file this process locked and renamed to replay it."""
+
+    path: Path
+    original: str
+    fd: int
+
+
+class SpillDirectory:
+    """The files of one spill directory (created on first write)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def write(self, rows: list[UsageRow], kind: str = SPILL) -> Path:
+        """A new complete file of ``rows``; nothing is left behind when it cannot be written."""
+        return self.write_lines([encode(row) for row in rows], kind)
+
+    def write_lines(self, lines: list[str], kind: str) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        final = self.path / f"{kind}-{uuid.uuid4().hex}{SUFFIX}"
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(line + "\n" for line in lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)  # a file becomes visible only when complete
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return final
+
+    # -- what waits ------------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def candidates(self, rejected: bool = False) -> list[Path]:
+        """Files a replay may claim (a live journal or claim refuses the claim): spill segments, journals, claims,
+        and with ``rejected`` the rejected rows too."""
+        kinds = {SPILL, JOURNAL, CLAIMED} | ({REJECTED} if rejected else set())
+        self.sweep()
+        return [self.path / name for name in self.names() if kind_of(name) in kinds]
+
+    def sweep(self) -> None:
+        """Remove what a dead process left half made: a journal it never named (always empty), a spill file it
+        never finished writing (its rows are still in that process's journal)."""
+        now = time.time()
+        for name in self.names():
+            if name.endswith((".jsonl.new", ".jsonl.tmp")):
+                path = self.path / name
+                try:
+                    stale = now - path.stat().st_mtime > STALE_SECONDS
+                except OSError:
+                    continue
+                if stale and not self.is_live(path):
+                    _unlink(path)
+
+    def is_live(self, path: Path) -> bool:
+        """Held by a running process (its lock cannot be taken)."""
+        legacy = _LEGACY_JOURNAL.match(path.name)
+        if legacy:
+            return _legacy_alive(int(legacy.group(1)))
+        try:
+            fd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        except OSError:
+            return False
+        try:
+            return not try_lock(fd)
+        finally:
+            os.close(fd)  # also releases the probe's lock
+
+    def files(self) -> list[SpillFile]:
+        """Every file with its kind, whether a running process holds it, its lines and size."""
+        self.sweep()
+        found = []
+        for name in self.names():
+            kind = kind_of(name)
+            if kind is None:
+                continue
+            path = self.path / name
+            try:
+                stat = path.stat()
+                with open(path, "rb") as fh:
+                    lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
+            except OSError:
+                continue  # claimed or removed meanwhile
+            live = kind in (JOURNAL, CLAIMED) and self.is_live(path)
+            found.append(SpillFile(path, kind, live, lines, stat.st_size,
+                                   datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+        return found
+
+    # -- replaying -------------------------------------------------------------------------------------------
+    def claim(self, path: Path) -> Claim | None:
+        """Lock and rename ``path`` for this process to replay; None when a running process holds it or another
+        process took it first. Raises OSError when the directory cannot be changed (read-only)."""
+        legacy = _LEGACY_JOURNAL.match(path.name)
+        if legacy and _legacy_alive(int(legacy.group(1))):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if not try_lock(fd):
+            os.close(fd)
+            return None
+        original = original_name(path.name)
+        claimed = path.with_name(f"claimed-{uuid.uuid4().hex}-{original}")
+        try:
+            os.replace(path, claimed)
+        except FileNotFoundError:  # replayed and removed by another process since we opened it
+            os.close(fd)
+            return None
+        except OSError:
+            os.close(fd)
+            raise
+        return Claim(claimed, original, fd)
+
+    @staticmethod
+    def read(claim: Claim, batch_size: int, bad: list[str]) -> Iterator[list[UsageRow]]:
+        """The file's rows, ``batch_size`` at a time (a replay into an unavailable database stops at the first);
+        lines that are not rows are appended to ``bad``."""
+        rows: list[UsageRow] = []
+        with open(claim.path, encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(decode(line))
+                except ValueError:
+                    bad.append(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                if len(rows) >= batch_size:
+                    yield rows
+                    rows = []
+        if rows:
+            yield rows
+
+    def release(self, claim: Claim) -> None:
+        """Give a claimed file back under its own name (its replay could not finish)."""
+        try:
+            os.replace(claim.path, claim.path.with_name(claim.original))
+        except OSError:
+            pass  # left claimed: once our lock is gone, any replay takes it over
+        os.close(claim.fd)
+
+    @staticmethod
+    def finish(claim: Claim) -> None:
+        """The file's rows are all stored (or kept elsewhere): remove it."""
+        _unlink(claim.path)
+        os.close(claim.fd)
+
+    def discard(self, files: list[SpillFile]) -> list[SpillFile]:
+        """Delete these files, except those a running process holds (or that are gone); returns the deleted."""
+        gone = []
+        for spill_file in files:
+            if spill_file.path.exists() and not self.is_live(spill_file.path):
+                _unlink(spill_file.path)
+                gone.append(spill_file)
+        return gone
+
+
+def _legacy_alive(pid: int) -> bool:
+    """A journal named by PID (no lock): its owner may live unless that PID is gone — or is this process, whose
+    own journals are named otherwise (in a container every restart is PID 1)."""
+    if pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,117 +262,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class SpillDirectory:
-    """Rows that could not be written yet, as complete JSONL segment files any process may replay."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, rows: list[UsageRow], kind: str = "spill") -> Path:
-        self.path.mkdir(parents=True, exist_ok=True)
-        final = self.path / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}{SPILL_SUFFIX}"
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(encode(row) + "\n" for row in rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)  # a segment becomes visible only when complete
-        return final
-
-    def segments(self) -> list[Path]:
-        if not self.path.is_dir():
-            return []
-        found = sorted(self.path.glob(f"spill-*{SPILL_SUFFIX}"))
-        for stale in [*self.path.glob("claimed-*"), *self.path.glob(f"journal-*{SPILL_SUFFIX}")]:
-            # claimed by a process that died mid-replay, or the journal of a process that was killed
-            pid = stale.name.split("-")[1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                found.append(stale)
-        return found
-
-    def claim(self, segment: Path) -> Path | None:
-        claimed = segment.with_name(f"claimed-{os.getpid()}-{uuid.uuid4().hex[:8]}-{segment.name}")
-        try:
-            os.replace(segment, claimed)
-        except FileNotFoundError:
-            return None  # another process took it
-        return claimed
-
-    @staticmethod
-    def read(segment: Path) -> list[UsageRow]:
-        rows = []
-        with open(segment, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if line:
-                    try:
-                        rows.append(decode(line))
-                    except (ValueError, TypeError):
-                        log.error("dspy-tokens: skipping an unreadable line in %s", segment)
-        return rows
-
-    def release(self, claimed: Path) -> None:
-        """Give a claimed segment back (its replay failed)."""
-        original = claimed.name.split("-", 3)[3]
-        os.replace(claimed, claimed.with_name(original))
-
-
-class Journal:
-    """Rows the writer holds but has not committed, appended to a local file as they are taken.
-
-    A process killed with SIGKILL leaves its journal behind; any tracker on the same spill directory replays it
-    (rows already committed are skipped by ``call_uuid``). Appends are flushed to the OS without fsync: they
-    survive the process dying, not the machine losing power.
-    """
-
-    def __init__(self, directory: Path):
-        self.path = directory / f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}{SPILL_SUFFIX}"
-        self._fh = None
-        self._dirty = False
-
-    def append(self, rows: list[UsageRow]) -> None:
-        if not rows:
-            return
-        try:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")
-            self._fh.write("".join(encode(row) + "\n" for row in rows))
-            self._fh.flush()
-            self._dirty = True
-        except (OSError, TypeError, ValueError):
-            log.exception("dspy-tokens: could not journal %d rows to %s", len(rows), self.path)
-
-    def reset(self) -> None:
-        if self._dirty and self._fh is not None:
-            try:
-                self._fh.seek(0)
-                self._fh.truncate()
-                self._dirty = False
-            except OSError:
-                log.exception("dspy-tokens: could not truncate %s", self.path)
-
-    def remove(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-            try:
-                self.path.unlink()
-            except OSError:
-                pass
-
-
-class NoJournal(Journal):
-    """For writers that opt out of journaling (benchmarks of the bare write path)."""
-
-    def __init__(self, directory: Path | None = None):
-        self.path = None  # type: ignore[assignment]
-
-    def append(self, rows) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def remove(self) -> None:
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
         pass

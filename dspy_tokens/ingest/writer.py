@@ -1,9 +1,11 @@
 """The background writer: the only place usage rows reach the database.
 
 Callers hand it finished calls through a lock-free queue (a few hundred ns). An intake thread turns them into
-rows (pricing included) and journals them; a committer thread writes them in batches, and survives database
-outages: rows wait in memory (bounded), then in spill files beside the process, and are written once the database
-answers again. Rows are keyed by ``call_uuid``, so a replayed spill file never double-counts.
+rows (pricing included) and journals them; a committer thread writes them in batches. Neither thread can die: an
+unexpected error is logged and its loop starts again with every row it held. While the database is unavailable
+(unreachable, locked, read-only, full: the store's classification) rows wait in memory (bounded), then in spill
+files, and are written once it answers; rows it refuses as data are set aside in ``rejected-`` files, replayable
+after a fix. Rows are keyed by ``call_uuid``, so a replayed file never double-counts.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import StorageError
+from ..errors import StorageError, StorageRejected
 from ..store import Store, UsageRow
-from .spill import Journal, NoJournal, SpillDirectory
+from .backlog import Backlog
+from .health import Health, OutageLog
+from .journal import Journal, NoJournal
 
 log = logging.getLogger("dspy_tokens")
 
 _STOP = object()
-SPILL_RESCAN_SECONDS = 30.0
+OUTAGE_CLOSE_SECONDS = 1.0  # how long close() still waits for a database that is unavailable
 
 
 class _Settle:
@@ -59,7 +63,7 @@ class UsageWriter:
                  on_committed: Callable[[int], None] | None = None, journal: bool = True):
         self.store = store
         self.to_row = to_row
-        self.spill = SpillDirectory(Path(spill_dir))
+        self.backlog = Backlog(Path(spill_dir))
         self.max_buffer = max_buffer
         self.batch_size = batch_size
         self.max_retry_delay = max_retry_delay
@@ -72,12 +76,16 @@ class UsageWriter:
         self._pending: list[UsageRow] = []
         self._settled: list[str] = []  # reservations to delete once the rows queued before them are committed
         self._waiters: list[_Flush] = []
-        self._spilled_here = False
-        self._next_spill_scan = 0.0  # scan at start: a previous run may have left segments
-        self._journal = Journal(self.spill.path) if journal else NoJournal()
+        self._outage = OutageLog()
+        self._stopping = False
+        self._retry_at = 0.0  # no write before this (monotonic): backing off after a failure
+        self._delay = 0.0
+        self._journal = Journal(self.backlog.path) if journal else NoJournal()
         self._closed = False
-        self._intake = threading.Thread(target=self._intake_loop, name="dspy-tokens-intake", daemon=True)
-        self._thread = threading.Thread(target=self._run, name="dspy-tokens-writer", daemon=True)
+        self._intake = threading.Thread(target=self._supervised(self._intake_loop, "intake"),
+                                        name="dspy-tokens-intake", daemon=True)
+        self._thread = threading.Thread(target=self._supervised(self._run, "writer"), name="dspy-tokens-writer",
+                                        daemon=True)
         self._intake.start()
         self._thread.start()
 
@@ -98,73 +106,50 @@ class UsageWriter:
         return marker.event.wait(timeout)
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Write what can be written within ``timeout``; spill the rest to disk. True if all was committed."""
+        """Write what can be written within ``timeout`` (at most ``OUTAGE_CLOSE_SECONDS`` while the database is
+        unavailable: then the rows go to disk at once); spill the rest. True if all was committed."""
         if self._closed:
             return True
         self._closed = True
+        if self._outage.active:
+            timeout = OUTAGE_CLOSE_SECONDS if timeout is None else min(timeout, OUTAGE_CLOSE_SECONDS)
         committed = self.flush(timeout)
         self._queue.put(_STOP)
         self._thread.join(timeout=max(5.0, timeout or 0))
         return committed
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self._intake.is_alive()
+
+    @property
     def stats(self) -> WriterStats:
         pending = len(self._pending) + self._queue.qsize() + self._staged.qsize()
-        return WriterStats(self.committed, pending, self.last_error, self.spill.path, self._thread.is_alive())
+        return WriterStats(self.committed, pending, self.last_error, self.backlog.path, self.alive)
 
-    # -- writer thread -----------------------------------------------------------------------------
-    def _run(self) -> None:
-        delay = 0.0
-        try:  # a previous run left rows on disk: replay them now, not at this process's first LM call
-            self._spilled_here = bool(self.spill.segments())
-        except OSError:
-            pass
-        while True:
-            block = not (self._pending or self._settled or self._waiters or self._spilled_here)
-            stop = self._take(block=block, timeout=delay or None)
-            ok = self._write()
-            if ok:
-                delay = 0.0
-                if not self._pending:
-                    self._reset_journal()
-                    self._release_waiters()
-            else:
-                delay = min(self.max_retry_delay, max(0.05, delay * 2))
-                if len(self._pending) > self.max_buffer:
-                    self._spill_pending()
-            if stop:
-                if self._pending:
-                    self._spill_pending()
-                self._settled = []  # unsettled reservations expire by their TTL
-                if not self._pending:
-                    self._journal.remove()
-                self._release_waiters(all_committed=False)
-                self.store.close()
-                return
+    def health(self, database_reachable: bool) -> Health:
+        """The writer's state and what waits in its spill directory (reads the directory)."""
+        spilled, rejected = self.backlog.counts()
+        return Health(self.alive, database_reachable, self.stats.pending, spilled, rejected, self.last_error,
+                      self.backlog.path)
 
-    def _take(self, block: bool, timeout: float | None) -> bool:
-        """Move queued calls into ``_pending`` as rows. Returns True when asked to stop."""
-        try:
-            item = self._staged.get(timeout=timeout) if (block or timeout) else self._staged.get_nowait()
-        except queue.Empty:
-            return False
-        taken = 0
-        while True:
-            if item is _STOP:
-                return True
-            if isinstance(item, _Flush):
-                self._waiters.append(item)
-            elif isinstance(item, _Settle):
-                self._settled.append(item.reservation_id)
-            else:
-                self._pending.append(item)
-                taken += 1
-            if taken >= self.batch_size * 4:
-                return False
-            try:
-                item = self._staged.get_nowait()
-            except queue.Empty:
-                return False
+    # -- supervision -------------------------------------------------------------------------------
+    def _supervised(self, loop: Callable[[], None], name: str) -> Callable[[], None]:
+        """Run ``loop`` until it returns; an unexpected error restarts it (the rows live on ``self``)."""
+        def run() -> None:
+            failures = 0
+            while True:
+                try:
+                    loop()
+                    return
+                except Exception as exc:
+                    failures += 1
+                    self.last_error = f"{name} thread: {type(exc).__name__}: {exc}"
+                    if failures == 1 or failures % 100 == 0:
+                        log.exception("dspy-tokens: the %s thread failed (%d times so far); it starts again, "
+                                      "keeping every row it held", name, failures)
+                    time.sleep(min(self.max_retry_delay, 0.05 * 2 ** min(failures, 7)))
+        return run
 
     # -- intake thread: calls -> rows -> journal -> committer ------------------------------------------
     def _intake_loop(self) -> None:
@@ -189,46 +174,118 @@ class UsageWriter:
                 rows.append(row)
                 staged.append(row)
             with self._journal_lock:
-                self._journal.append(rows)
+                try:
+                    self._journal.append(rows)
+                except Exception:  # the journal is a safety net, never a reason to drop the rows
+                    log.exception("dspy-tokens: journaling %d rows failed", len(rows))
                 for item in staged:
                     self._staged.put(item)
             if any(item is _STOP for item in items):
                 return
 
-    def _reset_journal(self) -> None:
-        """Forget journaled rows once all of them are committed or spilled (none still on their way)."""
+    # -- committer thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        self.backlog.look()
+        while not self._stopping:
+            idle = not (self._pending or self._settled or self._waiters or self.backlog.waiting)
+            now, save_due = time.monotonic(), self.backlog.save_due
+            if idle:
+                wait = None if save_due is None else max(0.0, save_due - now)
+            else:
+                wait = max(0.0, self._retry_at - now)
+            self._take(wait)
+            if self._stopping:
+                break
+            if save_due is not None and time.monotonic() >= save_due:
+                self.backlog.save_rejected()
+            if time.monotonic() < self._retry_at:  # backing off: only keep memory bounded
+                if len(self._pending) > self.max_buffer:
+                    self._spill_pending()
+                continue
+            if self._pending or self._settled or self.backlog.waiting:
+                if not self._write():
+                    self._delay = min(self.max_retry_delay, max(0.05, self._delay * 2))
+                    self._retry_at = time.monotonic() + self._delay
+                    if len(self._pending) > self.max_buffer:
+                        self._spill_pending()
+                    continue
+                self._delay = self._retry_at = 0.0
+                self._compact_journal()
+            self._release_waiters()
+        self._finish()
+
+    def _absorb(self, item) -> None:
+        if item is _STOP:
+            self._stopping = True
+        elif isinstance(item, _Flush):
+            self._waiters.append(item)
+        elif isinstance(item, _Settle):
+            self._settled.append(item.reservation_id)
+        else:
+            self._pending.append(item)
+
+    def _take(self, wait: float | None) -> None:
+        """Move staged items into the committer's lists: wait up to ``wait`` s for the first (None: until one comes),
+        then take what is there (at most a few batches, so a flood never starves the writes)."""
+        try:
+            item = self._staged.get(timeout=wait) if wait is None or wait > 0 else self._staged.get_nowait()
+        except queue.Empty:
+            return
+        self._absorb(item)
+        for _ in range(self.batch_size * 4):
+            try:
+                self._absorb(self._staged.get_nowait())
+            except queue.Empty:
+                return
+
+    def _drain_staged(self) -> None:
+        """Take everything staged (with the journal lock held: then the journal holds exactly what we hold)."""
+        while True:
+            try:
+                self._absorb(self._staged.get_nowait())
+            except queue.Empty:
+                return
+
+    def _compact_journal(self) -> None:
+        """After a commit: the journal keeps only the rows still held, so it never grows with the stream."""
         with self._journal_lock:
-            if self._staged.empty():
+            self._drain_staged()
+            if not self._pending:
                 self._journal.reset()
+            elif self._journal.rows > max(4 * len(self._pending), self.batch_size):
+                self._journal.rewrite(self._pending)
 
     def _write(self) -> bool:
-        """Commit pending rows (and spilled ones). False when the database is unavailable."""
+        """Commit pending, then spilled rows. False when the database is unavailable (the rows are kept)."""
+        written = 0
         try:
-            self._replay_spill()
             while self._pending or self._settled:
                 batch = self._pending[:self.batch_size]
                 last = len(batch) == len(self._pending)
-                self._insert(batch, self._settled if last else ())
+                settled = self._settled if last else []
+                try:
+                    written += self._insert(batch, settled)
+                except StorageRejected:
+                    written += self._isolate(batch, settled)
                 del self._pending[:len(batch)]
                 if last:
                     self._settled = []
-            self.last_error = None
-            return True
-        except StorageError as exc:
+            # After the rows in memory: those probe the database cheaply, a replay reads whole files first.
+            written += self.backlog.replay(self._insert, self.batch_size)
+        except StorageError as exc:  # unavailable: the database's state, not the rows'
             self.last_error = str(exc)
-            if not exc.unavailable:
-                # The database answers and refused the data itself: isolate the bad rows.
-                self._write_one_by_one()
-                return not self._pending
-            log.warning("dspy-tokens: database unavailable (%s); %d rows waiting, will retry",
-                        self.last_error, len(self._pending))
+            self._outage.failed(self.last_error, self.stats.pending)
             return False
-        except Exception as exc:  # not the database's answer (a bug, the spill directory): keep the rows, retry
+        except Exception as exc:  # not the database's answer (a bug): keep the rows, retry with backoff
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("dspy-tokens: writing usage rows failed; %d rows waiting, will retry", len(self._pending))
+            self.backlog.tell(self.last_error, logging.ERROR, "dspy-tokens: writing usage rows failed unexpectedly "
+                              "(%s); the rows are kept and the write retried", self.last_error, exc_info=True)
             return False
+        self.last_error = None
+        self._outage.recovered(written)
+        return True
 
-    def _insert(self, batch: list[UsageRow], settled=()) -> None:
+    def _insert(self, batch, settled=()) -> int:
         added = self.store.write_batch(batch, list(settled))
         self.committed += added
         if self.on_committed is not None:
@@ -236,66 +293,85 @@ class UsageWriter:
                 self.on_committed(added)
             except Exception:
                 log.exception("dspy-tokens: on_committed hook failed")
+        return added
 
-    def _write_one_by_one(self) -> None:
-        rejected, kept = [], []
-        for i, row in enumerate(self._pending):
+    def _isolate(self, batch: list[UsageRow], settled) -> int:
+        """Row by row: store every row the database takes and set aside those it refuses as data. An unavailable
+        database raises (the batch stays pending; what was stored is skipped on the retry)."""
+        written, refused, reason = 0, [], ""
+        for row in batch:
             try:
-                self._insert([row])
-            except StorageError as exc:
-                if exc.unavailable:  # the database went away meanwhile: keep the rest for the retry
-                    kept = self._pending[i:]
-                    break
-                log.error("dspy-tokens: row %s rejected by the database (%s); kept in %s",
-                          row.call_uuid, exc, self.spill.path)
-                rejected.append(row)
-        if rejected:
-            self.spill.write(rejected, kind="rejected")
-        self._pending = kept
-        if not kept and self._settled:
+                written += self._insert([row])
+            except StorageRejected as exc:
+                refused.append(row)
+                reason = str(exc)
+        if settled:
             try:
-                self._insert([], self._settled)
-                self._settled = []
-            except StorageError:
+                self._insert([], settled)
+            except StorageRejected:
                 pass  # they expire by their TTL
+        if refused:
+            self.backlog.reject(refused, len(batch), reason)
+        return written
 
-    def _spill_pending(self) -> None:
-        try:
-            path = self.spill.write(self._pending)
-            self._reset_journal()
-        except OSError:
-            log.exception("dspy-tokens: could not spill %d rows to %s; keeping them in memory",
-                          len(self._pending), self.spill.path)
-            return
-        log.warning("dspy-tokens: database unavailable; %d rows spilled to %s", len(self._pending), path)
-        self._pending = []
-        self._spilled_here = True
+    def _spill_pending(self, final: bool = False) -> bool:
+        """Move every held row to a spill file (the journal then holds none). False when it cannot be written."""
+        with self._journal_lock:
+            self._drain_staged()
+            if self._pending and not self.backlog.spill(self._pending, self._journal.intact, final):
+                return False
+            self._journal.reset()
+            self._pending = []
+        return True
 
-    def _replay_spill(self) -> None:
-        now = time.monotonic()
-        if not self._spilled_here and now < self._next_spill_scan:
-            return
-        self._next_spill_scan = now + SPILL_RESCAN_SECONDS
-        for segment in self.spill.segments():
-            claimed = self.spill.claim(segment)
-            if claimed is None:
-                continue
-            rows = self.spill.read(claimed)
-            try:
-                for start in range(0, len(rows), self.batch_size):
-                    self._insert(rows[start:start + self.batch_size])
-            except Exception:
-                self.spill.release(claimed)
-                raise
-            claimed.unlink()
-            log.info("dspy-tokens: replayed %d spilled rows from %s", len(rows), segment.name)
-        self._spilled_here = False
-
-    def _release_waiters(self, all_committed: bool = True) -> None:
-        if all_committed and self._spilled_here:
+    def _release_waiters(self) -> None:
+        if self._pending or self.backlog.waiting:
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if all_committed:
-                waiter.event.set()
-            # On stop with rows left, waiters stay unset: flush() returns False, the rows are on disk.
+            waiter.event.set()
+
+    # -- stop --------------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        """Stopping: one last write if the database was answering, then everything held goes to disk — a spill
+        file, else the journal (kept for the next tracker), else the log, never silently nowhere."""
+        self._take_late_calls()
+        if (self._pending or self._settled) and not self._outage.active:
+            self._write()
+        if self._pending:
+            self._spill_pending(final=True)
+        self.backlog.save_rejected()
+        if self.backlog.rejected:
+            self.backlog.dump(self.backlog.rejected, "refused by the database as data and could not be saved to disk")
+        self._settled = []  # unsettled reservations expire by their TTL
+        if not self._pending:
+            self._journal.remove()
+        elif self._journal.intact:
+            self._journal.close()
+            log.warning("dspy-tokens: %d rows could not be committed or spilled; they stay in %s and are written by "
+                        "the next tracker on %s", len(self._pending), self._journal.path, self.backlog.path)
+        else:
+            self._journal.close()
+            self.backlog.dump(self._pending, "not committed (the database is unavailable) and could not be saved "
+                                             "to disk")
+        if not self._pending:
+            self._release_waiters()
+        self.store.close()
+
+    def _take_late_calls(self) -> None:
+        """Calls submitted after the intake thread stopped (a race with close): build their rows here."""
+        with self._journal_lock:
+            self._drain_staged()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP or isinstance(item, (_Flush, _Settle)):
+                self._absorb(item)
+                continue
+            try:
+                self._pending.append(self.to_row(item))
+            except Exception:
+                log.exception("dspy-tokens: could not build a usage row for %r", item)
+            self._journal.intact = False  # these rows were never journaled

@@ -8,6 +8,7 @@ Public for operators and importers: :class:`Store` (``Store(url).write_batch([..
 from ._db import DEFAULT_URL, ENV_VAR, redact, resolve_url, sqlite_path
 from .engine import Store
 from .rows import EXPORT_COLUMNS, ROW_COLUMNS, UsageRow
+from .schema import TEXT_LIMITS
 
-__all__ = ["DEFAULT_URL", "ENV_VAR", "EXPORT_COLUMNS", "ROW_COLUMNS", "Store", "UsageRow", "redact", "resolve_url",
-           "sqlite_path"]
+__all__ = ["DEFAULT_URL", "ENV_VAR", "EXPORT_COLUMNS", "ROW_COLUMNS", "Store", "TEXT_LIMITS", "UsageRow", "redact",
+           "resolve_url", "sqlite_path"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 from pathlib import Path
 
 import peewee
 from playhouse import db_url
 
-from ..errors import StorageConflict, StorageError, StorageRejected, StorageUnavailable
+from ..errors import ConfigurationError, StorageConflict, StorageError, StorageRejected, StorageUnavailable
+from ._errors import CONFLICT, REJECTED, driver_verdict, is_database_error
 
 DEFAULT_URL = "sqlite:///dspy_tokens.db"
 ENV_VAR = "DSPY_TOKENS_DATABASE_URL"
@@ -19,11 +21,9 @@ SQLITE_PRAGMAS = {  # in this order: the busy timeout must hold before switching
     "journal_mode": "wal",  # readers never block the writer; other processes keep working
     "synchronous": "normal",  # durable at WAL checkpoints; ~20k commits/s instead of ~1.4k
 }
-# DB-API exception classes (the same names in sqlite3, psycopg2, pymysql and Peewee's wrappers).
-_UNAVAILABLE = {"OperationalError", "InterfaceError", "InternalError"}
-_REJECTED = {"IntegrityError", "DataError"}
-_CONFLICT_MARKERS = ("deadlock", "could not serialize", "lock wait timeout", "database is locked")
-_DATABASE_ERRORS = {"DatabaseError", "InterfaceError", "PeeweeException"}  # DB-API roots, and Peewee's
+#: scheme prefix -> (driver modules Peewee can use, the extra that installs one)
+DRIVERS = {"postgres": (("psycopg2", "psycopg"), "postgres"), "mysql": (("pymysql", "MySQLdb"), "mysql")}
+EXAMPLES = "sqlite:///usage.db, postgresql://user@host:5432/db or mysql://user@host:3306/db"
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -36,6 +36,7 @@ def resolve_url(url: str | None = None) -> str:
 def open_database(url: str | None = None) -> peewee.Database:
     """A Peewee database for ``url`` (any ``playhouse.db_url`` scheme). Does not connect yet."""
     url = resolve_url(url)
+    check_url(url)
     scheme = url.split(":", 1)[0].lower()
     options: dict = {}
     if scheme.startswith("sqlite"):
@@ -51,8 +52,40 @@ def open_database(url: str | None = None) -> peewee.Database:
     try:
         return db_url.connect(url, **options)
     except Exception as exc:
-        raise ValueError(f"database URL {redact(url)!r} is not usable ({exc}); expected e.g. "
-                         "sqlite:///usage.db, postgresql://user@host:5432/db or mysql://user@host:3306/db") from exc
+        raise ConfigurationError("database", "URL", redact(url),
+                                 f"is not usable ({exc}); expected e.g. {EXAMPLES}") from exc
+
+
+def check_url(url: str) -> None:
+    """Refuse, with the fix, a URL that could only ever fail or silently lose rows (checked before connecting)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme.startswith("sqlite"):
+        parsed = db_url.urlparse(url)
+        if parsed.netloc:  # sqlite://x.db: "x.db" is read as a host, and the database becomes in-memory
+            raise ConfigurationError("database", "URL", redact(url),
+                                     f"names no file (a SQLite URL has three slashes): use "
+                                     f"sqlite:///{parsed.netloc}{parsed.path} for a relative path or "
+                                     "sqlite:////absolute/path.db")
+        path = db_url.parse(url).get("database")
+        if not path or path == ":memory:":
+            raise ConfigurationError("database", "URL", redact(url),
+                                     "is an in-memory SQLite database, which cannot be shared by the writer thread "
+                                     "(each thread would see its own empty database); use a file: "
+                                     "sqlite:///usage.db")
+        return
+    for prefix, (modules, extra) in DRIVERS.items():
+        if scheme.startswith(prefix) and not any(_importable(m) for m in modules):
+            raise ConfigurationError("database", "URL", redact(url),
+                                     f"needs the {modules[0]} driver, which is not installed: "
+                                     f"pip install 'dspy-tokens[{extra}]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def sqlite_path(url: str | None = None) -> Path | None:
@@ -89,13 +122,8 @@ def write_transaction(db: peewee.Database):
     return db.atomic()
 
 
-def is_database_error(exc: BaseException) -> bool:
-    """Raised by a driver or by Peewee (not by our own code)."""
-    return bool({cls.__name__ for cls in type(exc).__mro__} & _DATABASE_ERRORS)
-
-
 @contextlib.contextmanager
-def storage_errors(reachable=None):
+def storage_errors():
     """Re-raise driver and Peewee errors as a classified :class:`StorageError`; other errors pass unchanged."""
     try:
         yield
@@ -104,7 +132,7 @@ def storage_errors(reachable=None):
     except Exception as exc:
         if not is_database_error(exc):
             raise
-        raise classify(exc, reachable) from exc
+        raise classify(exc) from exc
 
 
 def classified(fn):
@@ -116,27 +144,9 @@ def classified(fn):
     return wrapper
 
 
-def is_conflict(exc: BaseException) -> bool:
-    """Deadlock, serialization failure or lock wait: the transaction may succeed if retried at once."""
-    if isinstance(exc, StorageConflict):
-        return True
-    text = str(exc).lower()
-    return any(marker in text for marker in _CONFLICT_MARKERS)
-
-
-def classify(exc: BaseException, reachable=None) -> StorageError:
-    """The :class:`StorageError` for a failed operation; ``reachable()`` (a ping) is asked only when the kind
-    of error cannot tell whether the database or the data is at fault."""
+def classify(exc: BaseException) -> StorageError:
+    """The one classification of a failed operation, from the driver's own signal (see :mod:`._errors`)."""
     if isinstance(exc, StorageError):
         return exc
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    message = f"{type(exc).__name__}: {exc}"
-    if is_conflict(exc):
-        return StorageConflict(message)
-    if names & _UNAVAILABLE:
-        return StorageUnavailable(message)
-    if names & _REJECTED:
-        return StorageRejected(message)
-    if reachable is not None and not reachable():
-        return StorageUnavailable(message)
-    return StorageRejected(message)
+    kind, message = driver_verdict(exc)
+    return {CONFLICT: StorageConflict, REJECTED: StorageRejected}.get(kind, StorageUnavailable)(message)

@@ -91,7 +91,7 @@ class Store:
                     migrations.migrate(self.db, self.models)
                 except Exception as exc:
                     self.reset_connection()
-                    raise classify(exc, self.ping) from exc
+                    raise classify(exc) from exc
                 self._schema_ready = True
 
     def migrate(self) -> list[migrations.Migration]:
@@ -184,7 +184,7 @@ class Store:
             return len(fresh)
         except Exception as exc:
             self.reset_connection()
-            raise classify(exc, self.ping) from exc
+            raise classify(exc) from exc
 
     def existing_uuids(self, uuids: list[str]) -> set[str]:
         found: set[str] = set()

@@ -87,6 +87,13 @@ class TokenUsage(pw.Model):
         )
 
 
+#: The longest text each ``token_usage`` string column holds (characters); ``error`` is TEXT, bounded by us.
+TEXT_LIMITS: dict[str, int] = {
+    **{f.name: f.max_length for f in TokenUsage._meta.sorted_fields if isinstance(f, pw.CharField)},
+    "error": 2000,
+}
+
+
 class _Counter(pw.Model):
     scope = pw.CharField(max_length=8)
     scope_id = pw.BigIntegerField()  # 0 for the global scope

@@ -55,13 +55,32 @@ class TestNormalizeUsage:
         ({"prompt_tokens": 103, "completion_tokens": 13}, 116),
         ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 0}, 116),  # LiteLLM on partial usage
         ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 100}, 116),  # smaller than its parts
-        ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 120}, 120),  # larger: kept as reported
+        ({"prompt_tokens": 103, "completion_tokens": 13, "total_tokens": 120}, 116),  # larger: never charged blindly
     ])
     def test_partial_usage_recomputes_the_total(self, usage, total):
-        """A missing, zero or too-small total is recomputed as prompt + completion."""
+        """With both parts reported the total is their sum: a missing, zero, too-small or too-large total is
+        recomputed as prompt + completion."""
         c = normalize_usage(usage)
         assert c.reported and (c.prompt, c.completion, c.total) == (103, 13, total)
         assert (c.cached, c.reasoning) == (0, 0)
+
+    def test_a_total_far_above_its_parts_is_named_and_not_counted(self):
+        """A 15-token call reporting total_tokens 999,999,999 counts 15, and the disagreement is named."""
+        c = normalize_usage({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 999_999_999})
+        assert (c.prompt, c.completion, c.total) == (10, 5, 15) and c.reported
+        assert "999999999" in c.problem and "counted 15" in c.problem
+
+    @pytest.mark.parametrize("usage, expected", [
+        ({"completion_tokens": 50}, (None, 50, 50)),
+        ({"prompt_tokens": 40}, (40, None, 40)),
+        ({"completion_tokens": 50, "total_tokens": 80}, (None, 50, 80)),  # the total covers the part: kept
+        ({"completion_tokens": 50, "total_tokens": 20}, (None, 50, 50)),  # smaller than the part: the part
+    ])
+    def test_usage_missing_one_part_still_counts(self, usage, expected):
+        """Usage without prompt_tokens (or completion_tokens) still has a total limits can count, and the missing
+        part is named."""
+        c = normalize_usage(usage)
+        assert (c.prompt, c.completion, c.total) == expected and c.reported and "missing" in c.problem
 
     def test_only_a_total_is_kept_without_a_split(self):
         """Only total_tokens: reported, with prompt and completion unknown."""
@@ -208,9 +227,10 @@ class TestArbitraryUsage:
             return
         assert (c.prompt, c.completion) == (prompt, completion)
         if prompt is not None and completion is not None:
-            assert c.total == (total if total is not None and total >= prompt + completion else prompt + completion)
-        else:
-            assert c.total == total
+            assert c.total == prompt + completion
+        else:  # one part: the reported total if it covers that part, else the part (never uncounted)
+            known = prompt if prompt is not None else completion
+            assert c.total == (total if total is not None and total >= known else known)
         cached, reasoning = details.get("cached_tokens"), details.get("reasoning_tokens")
         assert c.cached == (min(cached, prompt) if cached is not None and prompt is not None else cached or 0)
         assert c.reasoning == (min(reasoning, completion) if reasoning is not None and completion is not None

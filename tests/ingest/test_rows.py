@@ -9,12 +9,14 @@ import uuid
 from datetime import datetime, timezone
 
 import dspy
+import pytest
 
 from dspy_tokens import Config
 from dspy_tokens.capture import Attribution, ObservedCall
 from dspy_tokens.ingest import RowBuilder, log_row
+from dspy_tokens.ingest.rows import clean_text
 from dspy_tokens.pricing import PriceBook
-from dspy_tokens.store import UsageRow
+from dspy_tokens.store import TEXT_LIMITS, UsageRow
 from tests.support.db import stored_rows
 from tests.support.rows import NOW, usage_row
 from tests.support.wire import GPT4O_MINI, answered, hand_cost, sent, tokens
@@ -106,3 +108,51 @@ def test_log_calls_from_models_json_logs_each_tracked_call(make_tracker, sqlite_
     assert len(lines) == 1
     assert re.fullmatch(r"\[Token Usage\] - \| openai/gpt-4o-mini \| In: \d+ Out: \d+ \| Cost: \$\d\.\d{5} \| \d+ms",
                         lines[0])
+
+
+# -- text every backend can store ---------------------------------------------------------------------------------
+
+class TestStorableText:
+    """Provider and user text is cleaned before storage, so no string can make a call unstorable."""
+
+    @pytest.mark.parametrize("raw, limit, clean", [
+        ("gpt-4o-mini", None, "gpt-4o-mini"),
+        ("bad\x00feature", None, "badfeature"),
+        ("lone \ud800 surrogate \udfff", None, "lone \ufffd surrogate \ufffd"),
+        ("emoji 💥 stays", None, "emoji 💥 stays"),
+        ("x" * 300, 200, "x" * 200),
+        ("\x00" * 5, None, ""),
+    ])
+    def test_clean_text(self, raw, limit, clean):
+        """NUL removed, lone surrogates replaced by U+FFFD (real astral characters kept), cut to the limit."""
+        assert clean_text(raw, limit) == clean
+        clean.encode("utf-8")  # encodable by every driver
+
+    def test_a_row_from_provider_text_fits_every_column(self):
+        """A call whose model, response model, error and feature carry NUL, surrogates and excess length becomes
+        a row whose every text fits its column and encodes."""
+        call = observed({"usage": {"prompt_tokens": 5, "completion_tokens": 1},
+                         "response_model": "gpt\x00-4o-mini-\ud800" + "m" * 500}, error="Boom\x00 \udc80 " + "e" * 5000)
+        call.model = "openai/gpt-4o-mini\x00"
+        call.attribution = Attribution(user_id=1, feature="bad\x00feature")
+        row = RowBuilder(PriceBook(Config())).build(call)
+        assert row.model == "openai/gpt-4o-mini" and row.feature == "badfeature"
+        assert row.response_model.startswith("gpt-4o-mini-\ufffdm") and len(row.response_model) == TEXT_LIMITS[
+            "response_model"]
+        assert row.error.startswith("Boom \ufffd ") and len(row.error) == TEXT_LIMITS["error"]
+        for name, limit in TEXT_LIMITS.items():
+            value = getattr(row, name)
+            assert value is None or (len(value) <= limit and "\x00" not in value and value.encode("utf-8"))
+        assert row.total_tokens == 6
+
+
+def test_a_provider_that_always_sends_the_same_inconsistency_warns_once(caplog):
+    """Fifty calls whose total disagrees with their parts (each with other numbers): one warning for the model,
+    the rest at debug level — and each row still counts prompt + completion."""
+    builder = RowBuilder(PriceBook(Config()))
+    with caplog.at_level(logging.DEBUG, logger="dspy_tokens"):
+        rows = [builder.build(observed({"usage": {"prompt_tokens": 10 + i, "completion_tokens": 5,
+                                                  "total_tokens": 999_999_999 - i}})) for i in range(50)]
+    said = [r for r in caplog.records if "is not prompt_tokens + completion_tokens" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING] + [logging.DEBUG] * 49
+    assert [r.total_tokens for r in rows] == [15 + i for i in range(50)]

@@ -5,6 +5,7 @@ backend. Spill files and their replay are in tests/ingest/test_spill.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -240,3 +241,52 @@ class TestTimestamps:
         dspy_local = datetime.fromisoformat(lm.history[-1]["timestamp"])  # naive, local: 7 or 8 hours behind UTC
         assert dspy_local.tzinfo is None
         assert abs(now.replace(tzinfo=None) - dspy_local) > timedelta(hours=6)
+
+
+# -- the writer cannot die ------------------------------------------------------------------------------------------
+
+class TestSupervision:
+    """A bug in the writer's own code never stops recording: the thread starts again with the rows it held."""
+
+    def test_an_unexpected_error_in_the_writer_loop_loses_nothing(self, make_tracker, sqlite_url, server,
+                                                                 monkeypatch, caplog):
+        """The committer's loop raising (a bug, here injected into its journal bookkeeping) three times: the
+        thread starts again, stays alive, logs it, and every row is committed once."""
+        from dspy_tokens.ingest.journal import Journal
+
+        real, failures = Journal.reset, []
+
+        def buggy_reset(journal):
+            if len(failures) < 3:
+                failures.append(1)
+                raise RuntimeError("a bug in the writer")
+            return real(journal)
+
+        monkeypatch.setattr(Journal, "reset", buggy_reset)
+        tracker = make_tracker(sqlite_url)
+        with caplog.at_level(logging.ERROR, logger="dspy_tokens"):
+            ask(tracker, server, 5)
+            assert tracker.flush(timeout=30), tracker.stats.last_error
+        assert len(failures) == 3 and tracker.stats.alive and tracker.health().writer_alive
+        assert any("writer thread failed" in r.getMessage() for r in caplog.records)
+        rows = stored_rows(tracker)
+        assert len(rows) == 5 == len({r["call_uuid"] for r in rows})
+        assert_rows_match_requests(rows, server)
+
+    def test_a_write_path_raising_something_unexpected_keeps_the_rows(self, make_tracker, sqlite_url, server,
+                                                                     monkeypatch):
+        """write_batch raising an exception that is not a StorageError (a bug) twice: rows are kept, the write is
+        retried, and they land exactly once; the error is reported in stats meanwhile."""
+        real, calls = Store.write_batch, []
+
+        def failing_twice(store, rows, *args, **kwargs):
+            calls.append(len(rows))
+            if len(calls) <= 2:
+                raise KeyError("a bug on the write path")
+            return real(store, rows, *args, **kwargs)
+
+        monkeypatch.setattr(Store, "write_batch", failing_twice)
+        tracker = make_tracker(sqlite_url)
+        ask(tracker, server, 4)
+        assert tracker.flush(timeout=30), tracker.stats.last_error
+        assert len(stored_rows(tracker)) == 4 and tracker.stats.last_error is None

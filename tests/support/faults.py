@@ -1,4 +1,5 @@
-"""A real network outage for tests: a TCP proxy in front of a database server that can be cut and restored."""
+"""Real faults for tests: a TCP proxy in front of a database server that can be cut and restored, and triggers
+that make the server itself refuse rows (as data) or fail every write (with a given server error)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,62 @@ def via_proxy(url: str, proxy: TcpProxy) -> str:
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- the database refusing writes: triggers on token_usage, raised by the server itself --------------------------
+
+def _run(url: str, *statements: str) -> None:
+    from dspy_tokens.store import Store
+
+    store = Store(url)
+    store.ensure_schema()
+    try:
+        with store.db.connection_context():
+            for statement in statements:
+                store.db.execute_sql(statement)
+    finally:
+        store.close()
+
+
+def _dialect(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgresql" if url.startswith("postgres") else "mysql"
+
+
+TRIGGER = "dspy_tokens_test_fault"
+
+
+def refuse_rows(url: str, feature: str) -> None:
+    """From now on the database refuses, as a data error (PostgreSQL 23514, MariaDB 4025, SQLite ABORT), every
+    ``token_usage`` row whose feature is ``feature``; :func:`stop_refusing` undoes it."""
+    kind = _dialect(url)
+    if kind == "sqlite":
+        _run(url, f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON token_usage WHEN NEW.feature = '{feature}' "
+                  "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    elif kind == "postgresql":
+        _run(url, f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger AS $$ BEGIN IF NEW.feature = '{feature}' "
+                  "THEN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '23514'; END IF; RETURN NEW; END "
+                  "$$ LANGUAGE plpgsql",
+             f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON token_usage FOR EACH ROW EXECUTE FUNCTION {TRIGGER}()")
+    else:
+        _run(url, f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON token_usage FOR EACH ROW BEGIN IF NEW.feature = "
+                  f"'{feature}' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test', "
+                  "MYSQL_ERRNO = 4025; END IF; END")
+
+
+def fail_writes(url: str, code: str | int) -> None:
+    """From now on every insert into ``token_usage`` fails with this server error (a PostgreSQL SQLSTATE such as
+    '53100' disk full, or a MariaDB error number such as 1114 table full), raised by the server."""
+    if _dialect(url) == "postgresql":
+        _run(url, f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION "
+                  f"'injected by the test' USING ERRCODE = '{code}'; END $$ LANGUAGE plpgsql",
+             f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON token_usage FOR EACH STATEMENT EXECUTE FUNCTION "
+             f"{TRIGGER}()")
+    else:
+        _run(url, f"CREATE TRIGGER {TRIGGER} BEFORE INSERT ON token_usage FOR EACH ROW SIGNAL SQLSTATE '45000' "
+                  f"SET MESSAGE_TEXT = 'injected by the test', MYSQL_ERRNO = {int(code)}")
+
+
+def stop_refusing(url: str) -> None:
+    """Drop the trigger of :func:`refuse_rows` / :func:`fail_writes`."""
+    kind = _dialect(url)
+    _run(url, f"DROP TRIGGER IF EXISTS {TRIGGER}" + (" ON token_usage" if kind == "postgresql" else ""))

@@ -25,11 +25,60 @@ def host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or (5432 if url.startswith("postgres") else 3306)
 
 
-def spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """Start ``tests/support/workers/child.py`` with ``args``; its stdout is line-buffered JSON events."""
+def spawn(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start ``tests/support/workers/child.py`` with ``args`` (after ``prefix``, e.g. an ``unshare`` command);
+    its stdout is line-buffered JSON events."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
-    return subprocess.Popen([sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=environment, cwd=str(WORKERS))
+    return subprocess.Popen([*prefix, sys.executable, str(CHILD), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment, cwd=str(WORKERS))
+
+
+# -- containers: a child in a PID namespace of its own (as every container is) ---------------------------------
+UNSHARE = ("unshare", "--pid", "--fork", "--kill-child")
+
+
+def namespaces_problem() -> str | None:
+    """None when this machine can start a process in a new PID namespace (root, util-linux unshare)."""
+    try:
+        done = subprocess.run([*UNSHARE, "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"unshare exited {done.returncode}")
+
+
+def spawn_in_namespace(*args: str, pid1: bool = True) -> subprocess.Popen:
+    """``child.py args`` in a new PID namespace: as PID 1 (a container's main process), or else under a shell that
+    first used up 40 PIDs (so the child's PID exists in no fresh namespace, not even as a thread id there).
+    Killing the returned process (unshare) with SIGKILL kills the child with it."""
+    if pid1:
+        return spawn(*args, prefix=UNSHARE)
+    command = " ".join(f"'{part}'" for part in (sys.executable, str(CHILD), *args))
+    burn = "i=0; while [ $i -lt 40 ]; do /bin/true; i=$((i+1)); done"
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return subprocess.Popen([*UNSHARE, "sh", "-c", f"{burn}; {command}; true"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment, cwd=str(WORKERS))
+
+
+def python_in(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """The host PID of the Python child under ``unshare`` (and under its shell, for a non-PID-1 child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = proc.pid
+        for _ in range(3):
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                children = []
+            if not children:
+                break
+            pid = int(children[0])
+            try:
+                if "python" in Path(f"/proc/{pid}/comm").read_text():
+                    return pid
+            except OSError:
+                break
+        time.sleep(0.05)
+    raise AssertionError("the namespaced Python child was not found")
 
 
 def read_event(proc: subprocess.Popen, kind: str, timeout: float = 60.0) -> dict:
@@ -87,3 +136,30 @@ def counter_totals(target) -> tuple[int, int]:
 def spill_files(path: Path) -> list[Path]:
     """Every file under a spill directory (none when it does not exist)."""
     return sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).exists() else []
+
+
+def rejected_lines(spill_dir: Path) -> int:
+    """Rows set aside as refused (rejected-*.jsonl) under a spill directory."""
+    return sum(len(p.read_text().splitlines()) for p in spill_files(spill_dir) if p.name.startswith("rejected-"))
+
+
+def figures(target, answered: int, spill_dir: Path | None = None) -> dict:
+    """The issue's figures for one run: calls answered, rows stored, lost (answered but never stored), duplicated,
+    rejected (set aside), and whether the hourly counters equal the rows."""
+    rows, distinct = count_rows(target)
+    total = token_sums(target)["total_tokens"]
+    return {"answered": answered, "stored": rows, "lost": answered - distinct, "duplicated": rows - distinct,
+            "rejected": rejected_lines(spill_dir) if spill_dir is not None else 0,
+            "counters_equal_rows": counter_totals(target) == (rows, total)}
+
+
+def report(case: str, found: dict) -> dict:
+    """Print the figures of ``case`` (pytest -s shows them; the closing note quotes them) and return them."""
+    print(f"\nFIGURES {case}: " + ", ".join(f"{k}={v}" for k, v in found.items()))
+    return found
+
+
+def assert_exactly_once(found: dict) -> None:
+    """0 lost, 0 duplicated, 0 rejected, counters == rows."""
+    assert (found["lost"], found["duplicated"], found["rejected"], found["counters_equal_rows"]) == (0, 0, 0, True), \
+        found

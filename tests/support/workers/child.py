@@ -1,6 +1,9 @@
 """A separate process for the fault tests. Prints one JSON object per line (``{"event": ...}``).
 
-    child.py record  DB_URL LLM_URL SPILL_DIR THREADS      make tracked calls until killed
+    child.py record  DB_URL LLM_URL SPILL_DIR THREADS [signals]
+                                                          make tracked calls until killed ("signals": drain on
+                                                          SIGTERM with tracker.install_signal_handlers())
+    child.py drain   DB_URL SPILL_DIR SECONDS             a tracker that replays what waits, stays SECONDS, exits
     child.py contend DB_URL LLM_URL SPILL_DIR THREADS SECONDS CONFIG_JSON
                                                           guarded calls + checks + plain calls, then report
     child.py hold    DB_URL SPILL_DIR CONFIG_JSON USER ESTIMATE
@@ -28,13 +31,15 @@ def make_lm(llm_url: str):
     return dspy.LM("openai/gpt-4o-mini", api_base=llm_url, api_key="test", cache=False)
 
 
-def record(db_url: str, llm_url: str, spill_dir: str, threads: str) -> None:
+def record(db_url: str, llm_url: str, spill_dir: str, threads: str, signals: str = "") -> None:
     """Tracked calls from several threads, forever; reports how many calls returned so far."""
     import dspy
 
     from dspy_tokens import TokenTracker, usage_context
 
     tracker = TokenTracker(db_url, spill_dir=spill_dir)
+    if signals and hasattr(tracker, "install_signal_handlers"):  # versions without it die at SIGTERM's default
+        tracker.install_signal_handlers()
     lm, predict = make_lm(llm_url), dspy.Predict("question -> answer")
     done = [0]
     lock = threading.Lock()
@@ -126,6 +131,17 @@ def contend(db_url: str, llm_url: str, spill_dir: str, threads: str, seconds: st
          problem_count=len(problems.messages), **stats)
 
 
+def drain(db_url: str, spill_dir: str, seconds: str) -> None:
+    """A tracker that only replays what waits in the spill directory, stays up for SECONDS, then closes."""
+    from dspy_tokens import TokenTracker
+
+    tracker = TokenTracker(db_url, spill_dir=spill_dir)
+    emit("started", pid=os.getpid())
+    flushed = tracker.flush(60)
+    time.sleep(float(seconds))
+    emit("done", flushed=flushed, committed=tracker.stats.committed, closed=tracker.close(30))
+
+
 def hold(db_url: str, spill_dir: str, config_json: str, user: str, estimate: str) -> None:
     """Take a reservation inside tracker.guard() and never leave the block."""
     from dspy_tokens import TokenTracker
@@ -139,4 +155,4 @@ def hold(db_url: str, spill_dir: str, config_json: str, user: str, estimate: str
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"record": record, "contend": contend, "hold": hold}[command](*arguments)
+    {"record": record, "contend": contend, "hold": hold, "drain": drain}[command](*arguments)
