@@ -110,7 +110,7 @@ class Store:
         path = sqlite_path(self.url)
         if path is not None and not path.exists():
             return False
-        with storage_errors(self.ping):
+        with storage_errors():
             self.db.connect(reuse_if_open=True)
             return self.db.table_exists("token_usage")
 
@@ -119,7 +119,7 @@ class Store:
         """Recompute the hourly limit counters from the raw rows (writers wait meanwhile) and report how the
         stored ones drifted; with ``check`` only report (nothing is written). ``progress(rows_read, rows)``."""
         self.ensure_schema()
-        with storage_errors(self.ping):
+        with storage_errors():
             return rebuild.rebuild_counters(self.db, self.models, check=check, progress=progress)
 
     def reclaim_space(self) -> tuple[int | None, int | None]:
@@ -128,7 +128,7 @@ class Store:
         new rows; the files shrink only by ``VACUUM FULL``, which locks the tables, so it is not run), ``OPTIMIZE
         TABLE`` on MySQL/MariaDB (InnoDB rebuilds the tables). Returns the bytes our tables took before and after
         (``None`` when the database cannot say)."""
-        with storage_errors(self.ping):
+        with storage_errors():
             return prune.reclaim_space(self.db, self.dialect)
 
     def connect(self) -> None:
