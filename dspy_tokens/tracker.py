@@ -16,7 +16,7 @@ import threading
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from . import lifecycle
 from .capture import CallRecorder, ObservedCall
@@ -25,7 +25,7 @@ from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, defau
 from .limits import Guard, LimitDecision, Limiter, rolling_window_start
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
-from .store import Store, redact
+from .store import Store, UsageRow, redact
 
 EXIT_FLUSH_SECONDS = 5.0  # what close() may take at exit or on SIGTERM (docker stop waits 10 s, then SIGKILLs)
 log = logging.getLogger("dspy_tokens")
@@ -131,6 +131,14 @@ class TokenTracker(CallRecorder):
     def emit(self, call: ObservedCall) -> None:  # replaced by the writer's submit; a reader records nothing
         log.warning("dspy-tokens: a read-only TokenTracker (TokenTracker.reader) saw an LM call and did not "
                     "record it; register a TokenTracker(...) to record calls")
+
+    def on_row(self, listener: Callable[[UsageRow], None]) -> None:
+        """Call ``listener(row)`` with each :class:`~dspy_tokens.store.UsageRow` this tracker records, on its
+        intake thread, before the row is committed (keep it fast; an exception is logged, the row kept). This is how
+        :func:`dspy_tokens.otel.instrument` feeds OpenTelemetry."""
+        if self._writer is None:
+            raise TypeError("a read-only TokenTracker (TokenTracker.reader) records no rows to listen to")
+        self._rows.listeners.append(listener)
 
     def reload_config(self) -> Config:
         """Re-read models.json and token_bypasses.json (never re-read implicitly). A bad file raises

@@ -39,6 +39,7 @@ MAY_IMPORT = {
     "limits": {"config", "pricing", "store", "capture", "errors", "_ids"},
     "reports": {"store", "config", "errors", "_ids"},
     "lifecycle": {"capture", "errors"},
+    "otel": {"store", "errors"},  # OpenTelemetry: fed rows by the tracker (on_row), never part of the call path
     "tracker": {"capture", "ingest", "store", "limits", "reports", "config", "pricing", "lifecycle", "errors",
                 "_ids"},
     "testing": set(),
@@ -47,7 +48,7 @@ MAY_IMPORT = {
 #: What the CLI and other front ends may use: the package's public face and its documented public submodules.
 PUBLIC_MODULES = {"dspy_tokens", "dspy_tokens.store", "dspy_tokens.reports", "dspy_tokens.config",
                   "dspy_tokens.pricing", "dspy_tokens.testing", "dspy_tokens.errors", "dspy_tokens.limits",
-                  "dspy_tokens.web", "dspy_tokens.ingest"}
+                  "dspy_tokens.web", "dspy_tokens.ingest", "dspy_tokens.otel"}
 #: The rooms that are front ends of the library: they use only PUBLIC_MODULES and names in dspy_tokens.__all__.
 FRONT_ENDS = ("cli", "web")
 #: The one place each capture room's import of the others is allowed (limits needs the guard's usage_context).

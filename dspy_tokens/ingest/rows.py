@@ -55,6 +55,7 @@ class RowBuilder:
     def __init__(self, prices: PriceBook, log_calls: bool = False):
         self.prices, self.log_calls = prices, log_calls
         self._told: set[tuple[str, str]] = set()  # (model, problem without its numbers) already warned about
+        self.listeners: list = []  # called with each row built (tracker.on_row); a failing one is logged
 
     def _report(self, call: ObservedCall, problem: str) -> None:
         """A provider's usage problem: a warning the first time per model and kind (a provider that always sends
@@ -102,6 +103,11 @@ class RowBuilder:
         row = storable(row)
         if self.log_calls:
             log_row(row)
+        for listener in self.listeners:
+            try:
+                listener(row)
+            except Exception:
+                log.exception("dspy-tokens: a row listener (%r) failed; the row is recorded all the same", listener)
         return row
 
 
