@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import admin, data, demo, limits, report, serve, spill
+from . import admin, data, demo, limits, report, serve, spill, transfer
 from .common import EXIT_CODES_HELP
 
 
@@ -26,6 +26,8 @@ main.add_command(report.top)
 main.add_command(report.session)
 main.add_command(data.export)
 main.add_command(data.cleanup)
+main.add_command(transfer.copy)
+main.add_command(transfer.import_)
 main.add_command(admin.prices)
 main.add_command(serve.serve)
 main.add_command(spill.spill)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Iterator
+from typing import Any, Iterator
 
-from .rows import EXPORT_COLUMNS
+from .rows import EXPORT_COLUMNS, UsageRow
 
 Q12 = Decimal("1e-12")
 _COST, _HIT, _REPORTED, _CREATED = (EXPORT_COLUMNS.index(c) for c in (
@@ -66,7 +66,25 @@ class Records:
             if len(page) < batch_size:
                 return
 
-    def _python(self, raw) -> list:
+    def row_count(self) -> int:
+        """How many calls ``token_usage`` holds (an exact count: a progress bar's end)."""
+        return int(self.db.execute_sql("SELECT COUNT(*) FROM token_usage").fetchone()[0])
+
+    def usage_row_pages(self, batch_size: int, after_id: int = 0) -> Iterator[tuple[int, list[UsageRow]]]:
+        """Every row after ``after_id`` as :class:`UsageRow` values (exact ``Decimal`` costs, UTC-aware times),
+        in pages of ``batch_size`` in id order (keyset pagination: constant memory); yields ``(last id, rows)``."""
+        sql = f"{self._select} WHERE id > {self._p} ORDER BY id LIMIT {int(batch_size)}"
+        last_id = after_id
+        while True:
+            page = self.db.execute_sql(sql, (last_id,)).fetchall()
+            if not page:
+                return
+            last_id = page[-1][0]
+            yield last_id, [UsageRow(*self._python(raw)[1:]) for raw in page]
+            if len(page) < batch_size:
+                return
+
+    def _python(self, raw: Any) -> list[Any]:
         """Raw SELECT tuple -> Python values: aware UTC times, exact Decimal costs, booleans."""
         row = list(raw)
         cost = row[_COST]
@@ -81,7 +99,7 @@ class Records:
             row[_CREATED] = None if created is None else created.replace(tzinfo=timezone.utc)
         return row
 
-    def _cells(self, raw) -> list:
+    def _cells(self, raw: Any) -> list[Any]:
         # Only these four columns are converted (a few µs per row); the rest go out as the driver returned them.
         row = list(raw)
         cost = row[_COST]
