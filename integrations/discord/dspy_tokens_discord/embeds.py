@@ -15,7 +15,7 @@ import discord
 
 from dspy_tokens import CallRecord, Group, LimitDecision, Summary, Totals
 
-from .limit_text import limit_lines, refusal_text, soft_notice_text, warning_text, window_label
+from .limit_text import limit_lines, refusal_text, soft_notice_text, status_lines, warning_text, window_label
 from .text import (
     DESCRIPTION_MAX,
     EMBED_MAX,
@@ -39,7 +39,8 @@ from .text import (
 __all__ = [  # the formatting helpers live in .text and .limit_text; re-exported for callers of this module
     "DESCRIPTION_MAX", "EMBED_MAX", "FIELD_NAME_MAX", "FIELD_VALUE_MAX", "FIELDS_MAX", "FOOTER_MAX", "TITLE_MAX",
     "amount", "call_line", "day_lines", "duration", "embed_size", "fit", "fit_lines", "limit_lines", "money",
-    "ranked_lines", "refusal_text", "report_embed", "soft_notice_text", "stats_embed", "timestamp", "tokens",
+    "ranked_lines", "refusal_text", "report_embed", "soft_notice_text", "stats_embed", "status_lines",
+    "timestamp", "tokens",
     "totals_text", "truncate", "unit", "usage_embed", "user_label", "warning_text", "window_label"]
 
 MEDALS = ("🥇", "🥈", "🥉")
@@ -65,15 +66,20 @@ def _totals_line(t: Totals) -> str:
 def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_totals: Totals | None,
                 decision: LimitDecision | None, window_days: int, guild_name: str | None = None,
                 guild_decision: LimitDecision | None = None, bypassed: bool = False,
-                recent: Sequence[CallRecord] | None = None, avatar_url: str | None = None) -> discord.Embed:
+                recent: Sequence[CallRecord] | None = None, avatar_url: str | None = None,
+                this_server_only: bool = False) -> discord.Embed:
     """The /token-usage answer: the user's and the server's usage in the window against every limit.
+
+    ``this_server_only``: another member's usage shown to a server admin — the totals and calls passed in are
+    this server's only, and the member's personal limits (which count every server) show a status, no numbers.
 
     ``decision`` is the tracker's answer for the smallest request by this user in this server (``rules``: every
     applicable rule). When the user is bypassed (``bypassed`` or ``decision.bypassed``) it has no
     rules, and ``guild_decision`` — the answer for the server alone — supplies the server's and the bot's.
     """
     title = "🪙 Your token usage" if is_self else f"🪙 Token usage — {subject}"
-    embed = discord.Embed(title=title, description=f"Last {window_days} days (UTC).", color=COLOR_INFO)
+    where = ", in this server only" if this_server_only else ""
+    embed = discord.Embed(title=title, description=f"Last {window_days} days (UTC){where}.", color=COLOR_INFO)
     if avatar_url:
         embed.set_thumbnail(url=avatar_url)
     bypassed = bypassed or bool(decision is not None and decision.bypassed)
@@ -90,7 +96,10 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
             lines.append("Limit: **unlimited** (bypass)")
         else:
             scoped = [d for d in rules if d.scope == scope]
-            lines += limit_lines(scoped, window_days) or ["Limit: none"]
+            if scope == "user" and this_server_only:
+                lines += status_lines(scoped) or ["Limit: none"]
+            else:
+                lines += limit_lines(scoped, window_days) or ["Limit: none"]
         return fit_lines(lines)
 
     embed.add_field(name=F_YOU if is_self else f"👤 {subject}", value=section(user_totals, "user"), inline=False)

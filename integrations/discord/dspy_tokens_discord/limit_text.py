@@ -80,3 +80,14 @@ def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[st
             line += " · ⚠️ nearly used up"
         lines.append(line)
     return lines
+
+
+def status_lines(decisions: Iterable[LimitDecision]) -> list[str]:
+    """A member's personal limits without numbers, for a server admin: those limits count usage in every server,
+    and one server's admin must not read how much someone used elsewhere."""
+    lines = []
+    for d in decisions:
+        model = _model_of(d)
+        state = "⛔ used up" if d.exceeded else ("⚠️ nearly used up" if d.warning else "within the limit")
+        lines.append(f"Limit{f' ({model})' if model else ''}: {state} (counts every server; amounts not shown)")
+    return lines
