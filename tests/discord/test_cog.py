@@ -185,8 +185,10 @@ async def test_sync_payload(app):
     synced = {c["name"]: c for c in app.wire.commands}
     usage, stats = synced["token-usage"], synced["token-stats"]
     assert usage["default_member_permissions"] is None
-    assert usage["options"] == [{"name": "user", "description": "Admins only: the member whose usage to show",
-                                 "type": 6, "required": False}]
+    user, scope = usage["options"]
+    assert user == {"name": "user", "description": "Admins only: a member of this server whose usage here to show",
+                    "type": 6, "required": False}
+    assert scope["name"] == "scope" and [c["value"] for c in scope["choices"]] == ["server", "all"]
     assert stats["default_member_permissions"] == 32
     period = next(o for o in stats["options"] if o["name"] == "period")
     assert [c["value"] for c in period["choices"]] == ["today", "7d", "30d"]

@@ -26,6 +26,10 @@ def author_bot(seen: list) -> commands.Bot:
         await interaction.response.send_message(f"{member.display_name} ({member.id}), asked by "
                                                 f"{interaction.user.display_name}")
 
+    @bot.tree.command(name="lookup", description="Member or not")
+    async def lookup(interaction: discord.Interaction, target: discord.User):
+        await interaction.response.send_message(f"{type(target).__name__} {target.display_name}")
+
     @bot.tree.command(name="purge", description="Moderators only")
     @app_commands.checks.has_permissions(manage_messages=True)
     async def purge(interaction: discord.Interaction):
@@ -87,6 +91,12 @@ class TestSlashCommands:
         bob, alice = fake.member("bob"), fake.member("alice")
         [answer] = await fake.slash("whois", member=bob, user=alice)
         assert answer.content == f"Bob ({bob.id}), asked by Alice"
+
+    async def test_an_outsider_resolves_to_a_plain_user(self, fake):
+        """``fake.outsider()`` is a Discord user outside the guild: a user option resolves to ``discord.User``."""
+        eve, bob = fake.outsider("eve"), fake.member("bob")
+        assert [m.content for m in await fake.slash("lookup", target=eve)] == ["User Eve"]
+        assert [m.content for m in await fake.slash("lookup", target=bob)] == ["Member Bob"]
 
     async def test_permission_checks_run_and_the_error_handler_answers(self, fake):
         """``app_commands.checks.has_permissions`` sees the member's permissions: refused without them (the

@@ -23,7 +23,7 @@ from dspy_tokens import CallRecord, Group, LimitDecision, Summary
 
 from .config import DiscordSettings
 from .embeds import CHART_FILENAME, GENERIC_ERROR, PERIOD_LABELS, report_embed, stats_embed, usage_embed
-from .permissions import has_super_role, is_admin, is_owner, require_admin, role_ids_of
+from .permissions import has_super_role, is_owner, others_usage_scope, require_admin, role_ids_of
 
 log = logging.getLogger("dspy_tokens_discord")
 
@@ -131,29 +131,39 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
 
     # -- /token-usage ----------------------------------------------------------------------------------
     @app_commands.command(name="token-usage", description="Show your token usage and limits")
-    @app_commands.describe(user="Admins only: the member whose usage to show")
-    async def token_usage(self, interaction: discord.Interaction, user: Optional[discord.User] = None):
+    @app_commands.describe(user="Admins only: a member of this server whose usage here to show",
+                           scope="For another member: this server, or every server (bot owner only)")
+    @app_commands.choices(scope=[app_commands.Choice(name="This server", value="server"),
+                                 app_commands.Choice(name="All servers (bot owner only)", value="all")])
+    async def token_usage(self, interaction: discord.Interaction, user: Optional[discord.User] = None,
+                          scope: str = "server"):
         subject = user or interaction.user
         is_self = subject.id == interaction.user.id
-        if user is not None and not await is_admin(interaction, self.settings):
-            await interaction.response.send_message("🚫 Only server admins can see another member's usage.",
-                                                    ephemeral=True)
-            return
+        usage_guild = None  # your own usage: every server (it is yours)
+        if not is_self:
+            refusal, usage_guild = await others_usage_scope(interaction, subject, self.settings,
+                                                            everywhere=scope == "all")
+            if refusal is not None:
+                await interaction.response.send_message(refusal, ephemeral=True,
+                                                        allowed_mentions=discord.AllowedMentions.none())
+                return
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild_id = interaction.guild_id
         bypassed = has_super_role(subject, self.settings.super_role_ids)
         view = await asyncio.to_thread(self._usage_view, subject.id, guild_id, role_ids_of(subject),
-                                       with_recent=user is not None, bypassed=bypassed)
+                                       with_recent=user is not None, bypassed=bypassed, usage_guild=usage_guild)
         guild_name = interaction.guild.name if interaction.guild is not None and not is_self else None
         embed = usage_embed(
             subject=getattr(subject, "display_name", str(subject)), is_self=is_self, user_totals=view.user_totals,
             guild_totals=view.guild_totals, decision=view.decision, guild_decision=view.guild_decision,
             bypassed=bypassed, window_days=self.window_days, guild_name=guild_name, recent=view.recent,
-            avatar_url=subject.display_avatar.url if user is not None else None)
+            avatar_url=subject.display_avatar.url if user is not None else None,
+            this_server_only=usage_guild is not None)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids, *, with_recent: bool,
-                    bypassed: bool) -> UsageView:
+                    bypassed: bool, usage_guild: Optional[int] = None) -> UsageView:
+        """``usage_guild``: the one server whose usage of this user may be shown (None: every server)."""
         t = self.tracker
         flush(t)  # so the request just made is counted
         # The smallest request (1 token): every applicable rule with used, limit and remaining; a rule used up
@@ -161,9 +171,9 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         decision = t.check(user_id, guild_id, estimate=1, role_ids=tuple(role_ids))
         guild_decision = t.check(None, guild_id, estimate=1) if bypassed or decision.bypassed else None
         since = t.window_start()  # where the limits' rolling window starts: totals and "used" agree
-        user_totals = t.summary(since=since, user_id=user_id)
+        user_totals = t.summary(since=since, user_id=user_id, guild_id=usage_guild)
         guild_totals = t.summary(since=since, guild_id=guild_id) if guild_id is not None else None
-        recent = t.recent_calls(user_id, limit=RECENT_CALLS) if with_recent else None
+        recent = t.recent_calls(user_id, guild_id=usage_guild, limit=RECENT_CALLS) if with_recent else None
         return UsageView(user_totals, guild_totals, decision, guild_decision, recent)
 
     # -- /token-stats ----------------------------------------------------------------------------------

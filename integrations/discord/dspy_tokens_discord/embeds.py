@@ -1,24 +1,48 @@
-"""Pure formatting: numbers, limit decisions and usage data → text and ``discord.Embed``.
+"""Pure formatting of usage data into ``discord.Embed``: /token-usage, /token-stats and the scheduled report.
 
 The inputs are the core's own types: :class:`dspy_tokens.Summary` (totals of a period), :class:`dspy_tokens.Group`
 (a line of a ranking or breakdown), :class:`dspy_tokens.LimitDecision` and :class:`dspy_tokens.CallRecord` (a
-stored call, a dict). Nothing here touches the network or the database, so every function can be tested without
-a bot. Discord's limits are enforced here (title 256, description 4096, 25 fields, field name 256, value 1024,
-footer 2048, 6000 in total): long lists are cut at a line boundary with "… and N more".
+stored call, a dict). Nothing here touches the network or the database. Numbers and Discord's size limits are in
+:mod:`.text`, limit decisions in words in :mod:`.limit_text`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import discord
 
 from dspy_tokens import CallRecord, Group, LimitDecision, Summary, Totals
 
-TITLE_MAX, DESCRIPTION_MAX, FIELDS_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FOOTER_MAX, EMBED_MAX = (
-    256, 4096, 25, 256, 1024, 2048, 6000)
+from .limit_text import limit_lines, refusal_text, soft_notice_text, status_lines, warning_text, window_label
+from .text import (
+    DESCRIPTION_MAX,
+    EMBED_MAX,
+    FIELD_NAME_MAX,
+    FIELD_VALUE_MAX,
+    FIELDS_MAX,
+    FOOTER_MAX,
+    TITLE_MAX,
+    amount,
+    duration,
+    embed_size,
+    fit,
+    fit_lines,
+    money,
+    timestamp,
+    tokens,
+    truncate,
+    unit,
+)
+
+__all__ = [  # the formatting helpers live in .text and .limit_text; re-exported for callers of this module
+    "DESCRIPTION_MAX", "EMBED_MAX", "FIELD_NAME_MAX", "FIELD_VALUE_MAX", "FIELDS_MAX", "FOOTER_MAX", "TITLE_MAX",
+    "amount", "call_line", "day_lines", "duration", "embed_size", "fit", "fit_lines", "limit_lines", "money",
+    "ranked_lines", "refusal_text", "report_embed", "soft_notice_text", "stats_embed", "status_lines",
+    "timestamp", "tokens",
+    "totals_text", "truncate", "unit", "usage_embed", "user_label", "warning_text", "window_label"]
+
 MEDALS = ("🥇", "🥈", "🥉")
 CHART_FILENAME = "token_stats.png"
 COLOR_WARN, COLOR_STOP, COLOR_INFO = discord.Color.gold(), discord.Color.red(), discord.Color.blurple()
@@ -34,182 +58,6 @@ GENERIC_ERROR = "⚠️ Something went wrong on our side. It has been logged; pl
 PERIOD_LABELS = {"today": "today", "7d": "last 7 days", "30d": "last 30 days"}
 
 
-# -- numbers -------------------------------------------------------------------------------------------
-def tokens(n: int | None) -> str:
-    return "?" if n is None else f"{int(n):,}"
-
-
-def money(value: Decimal | float | int | None) -> str:
-    """``$12.34`` from one dollar up, ``$0.0070`` from $0.0001, then six decimals (``$0.000025``), ``<$0.000001``."""
-    if value is None:
-        return "?"
-    value = Decimal(str(value))
-    if value == 0:
-        return "$0.00"
-    if value >= 1:
-        return f"${value.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
-    if value >= Decimal("0.0001"):
-        return f"${value.quantize(Decimal('0.0001'), ROUND_HALF_UP)}"
-    small = value.quantize(Decimal("0.000001"), ROUND_HALF_UP)
-    return "<$0.000001" if small == 0 else f"${small:f}".rstrip("0")
-
-
-def amount(metric: str, value) -> str:
-    return tokens(value) if metric == "tokens" else money(value)
-
-
-def unit(metric: str) -> str:
-    return " tokens" if metric == "tokens" else ""
-
-
-def timestamp(moment: datetime, style: str = "R") -> str:
-    """A Discord timestamp: every reader sees it in their own time zone (``R``: "in 3 hours")."""
-    return f"<t:{int(moment.timestamp())}:{style}>"
-
-
-def duration(seconds: float) -> str:
-    """``86400`` → ``24 hours``; ``604800`` → ``7 days``; ``90`` → ``90 seconds``."""
-    s = int(seconds)
-
-    def plural(n, name):
-        return f"{n} {name}{'s' if n != 1 else ''}"
-    if s > 86400 and s % 86400 == 0:
-        return plural(s // 86400, "day")
-    if s >= 3600 and s % 3600 == 0:
-        return plural(s // 3600, "hour")
-    if s >= 60 and s % 60 == 0:
-        return plural(s // 60, "minute")
-    return plural(s, "second")
-
-
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def fit_lines(lines: Sequence[str], limit: int = FIELD_VALUE_MAX, empty: str = "—") -> str:
-    """Join ``lines`` with newlines, keeping whole lines under ``limit`` and saying how many were left out."""
-    if not lines:
-        return empty
-    out: list[str] = []
-    for i, line in enumerate(lines):
-        line = truncate(line, limit)
-        rest = len(lines) - i - 1
-        tail = f"\n… and {rest} more" if rest else ""
-        candidate = "\n".join([*out, line])
-        if len(candidate) + len(tail) <= limit:
-            out.append(line)
-            continue
-        more = f"… and {len(lines) - i} more"
-        while out and len("\n".join([*out, more])) > limit:
-            out.pop()
-            more = f"… and {len(lines) - len(out)} more"
-        return "\n".join([*out, more])
-    return "\n".join(out)
-
-
-def embed_size(embed: discord.Embed) -> int:
-    """What Discord counts against the 6000-character total."""
-    size = len(embed.title or "") + len(embed.description or "")
-    size += sum(len(f.name or "") + len(f.value or "") for f in embed.fields)
-    size += len(embed.footer.text or "") + len(embed.author.name or "")
-    return size
-
-
-def fit(embed: discord.Embed) -> discord.Embed:
-    """Enforce every embed limit: truncate each part, drop trailing fields past 25 or past 6000 in total."""
-    if embed.title:
-        embed.title = truncate(embed.title, TITLE_MAX)
-    if embed.description:
-        embed.description = truncate(embed.description, DESCRIPTION_MAX)
-    fields = [(truncate(f.name or "\u200b", FIELD_NAME_MAX), truncate(f.value or "\u200b", FIELD_VALUE_MAX), f.inline)
-              for f in embed.fields][:FIELDS_MAX]
-    embed.clear_fields()
-    for name, value, inline in fields:
-        embed.add_field(name=name, value=value, inline=inline)
-    if embed.footer.text:
-        embed.set_footer(text=truncate(embed.footer.text, FOOTER_MAX), icon_url=embed.footer.icon_url)
-    while embed_size(embed) > EMBED_MAX and embed.fields:
-        embed.remove_field(len(embed.fields) - 1)
-    if embed_size(embed) > EMBED_MAX and embed.description:
-        over = embed_size(embed) - EMBED_MAX
-        embed.description = truncate(embed.description, max(1, len(embed.description) - over))
-    return embed
-
-
-# -- limit decisions -----------------------------------------------------------------------------------
-_WHO = {"user": ("You have", "your"), "guild": ("This server has", "this server's"),
-        "global": ("This bot has", "the bot's")}
-
-
-def window_label(decision: LimitDecision, window_days: int) -> str:
-    return {"rolling": f"in the last {window_days} days", "day": "today (UTC)",
-            "month": "this month (UTC)"}.get(decision.window, "in the current window")
-
-
-def _model_of(decision: LimitDecision) -> str:
-    rule = decision.rule or ""
-    return rule[len("models["):rule.index("]")] if rule.startswith("models[") and "]" in rule else ""
-
-
-def _used(decision: LimitDecision):
-    return decision.used + decision.reserved
-
-
-def _when_free(decision: LimitDecision) -> str:
-    if decision.resets_at is not None:
-        return f"It frees up {timestamp(decision.resets_at)} ({timestamp(decision.resets_at, 'f')})."
-    if decision.limit is not None and decision.requested > decision.limit:
-        return "This request is larger than the whole limit."
-    return "Requests still in progress must finish first; try again in a moment."
-
-
-def refusal_text(decision: LimitDecision, window_days: int = 30) -> str:
-    """The friendly refusal: who is over (you / this server / the bot), used and limit, when it frees up."""
-    if decision.scope is None or decision.limit is None:
-        return f"⛔ {decision.message}"
-    who, _ = _WHO.get(decision.scope, _WHO["global"])
-    model = _model_of(decision)
-    subject = f"{who} reached {'its' if decision.scope != 'user' else 'your'} usage limit" + (
-        f" for {model}" if model else "")
-    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
-               f"{unit(decision.metric)} used {window_label(decision, window_days)}")
-    return f"⛔ {subject}: {numbers}. {_when_free(decision)} See `/token-usage` for details."
-
-
-def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
-    """Warn mode: the request ran although a rule would refuse it."""
-    who, _ = _WHO.get(decision.scope, _WHO["global"])
-    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
-               f"{unit(decision.metric)} {window_label(decision, window_days)}")
-    over = {"user": "You are", "guild": "This server is"}.get(decision.scope, "This bot is")
-    return (f"⚠️ {over} over the usage limit ({numbers}). This request went through, but such requests "
-            f"may be refused once limits are enforced.")
-
-
-def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
-    """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
-    _, whose = _WHO.get(decision.scope, _WHO["global"])
-    percent = int(decision.ratio * 100) if decision.limit else 0
-    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
-               f"{unit(decision.metric)} {window_label(decision, window_days)}")
-    return f"ℹ️ Heads-up: {percent}% of {whose} usage limit is used ({numbers}). See `/token-usage` for details."
-
-
-def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[str]:
-    lines = []
-    for d in decisions:
-        model = _model_of(d)
-        line = (f"Limit{f' ({model})' if model else ''}: {amount(d.metric, _used(d))} / "
-                f"{amount(d.metric, d.limit)}{unit(d.metric)} {window_label(d, window_days)} · "
-                f"**{amount(d.metric, d.remaining)}** left")
-        if d.exceeded:
-            line += " · ⛔ over" + (f", frees up {timestamp(d.resets_at)}" if d.resets_at else "")
-        elif d.warning:
-            line += " · ⚠️ nearly used up"
-        lines.append(line)
-    return lines
-
-
 # -- /token-usage --------------------------------------------------------------------------------------
 def _totals_line(t: Totals) -> str:
     return f"**{tokens(t.total_tokens)}** tokens · {t.calls:,} call{'s' if t.calls != 1 else ''} · {money(t.cost_usd)}"
@@ -218,15 +66,20 @@ def _totals_line(t: Totals) -> str:
 def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_totals: Totals | None,
                 decision: LimitDecision | None, window_days: int, guild_name: str | None = None,
                 guild_decision: LimitDecision | None = None, bypassed: bool = False,
-                recent: Sequence[CallRecord] | None = None, avatar_url: str | None = None) -> discord.Embed:
+                recent: Sequence[CallRecord] | None = None, avatar_url: str | None = None,
+                this_server_only: bool = False) -> discord.Embed:
     """The /token-usage answer: the user's and the server's usage in the window against every limit.
+
+    ``this_server_only``: another member's usage shown to a server admin — the totals and calls passed in are
+    this server's only, and the member's personal limits (which count every server) show a status, no numbers.
 
     ``decision`` is the tracker's answer for the smallest request by this user in this server (``rules``: every
     applicable rule). When the user is bypassed (``bypassed`` or ``decision.bypassed``) it has no
     rules, and ``guild_decision`` — the answer for the server alone — supplies the server's and the bot's.
     """
     title = "🪙 Your token usage" if is_self else f"🪙 Token usage — {subject}"
-    embed = discord.Embed(title=title, description=f"Last {window_days} days (UTC).", color=COLOR_INFO)
+    where = ", in this server only" if this_server_only else ""
+    embed = discord.Embed(title=title, description=f"Last {window_days} days (UTC){where}.", color=COLOR_INFO)
     if avatar_url:
         embed.set_thumbnail(url=avatar_url)
     bypassed = bypassed or bool(decision is not None and decision.bypassed)
@@ -243,7 +96,10 @@ def usage_embed(*, subject: str, is_self: bool, user_totals: Totals, guild_total
             lines.append("Limit: **unlimited** (bypass)")
         else:
             scoped = [d for d in rules if d.scope == scope]
-            lines += limit_lines(scoped, window_days) or ["Limit: none"]
+            if scope == "user" and this_server_only:
+                lines += status_lines(scoped) or ["Limit: none"]
+            else:
+                lines += limit_lines(scoped, window_days) or ["Limit: none"]
         return fit_lines(lines)
 
     embed.add_field(name=F_YOU if is_self else f"👤 {subject}", value=section(user_totals, "user"), inline=False)
@@ -345,4 +201,3 @@ def report_embed(*, top_users: Sequence[Group], totals: Summary, interval_second
                           color=COLOR_INFO, timestamp=now)
     embed.add_field(name=F_TOTALS, value=totals_text(totals), inline=False)
     return fit(embed)
-

@@ -55,3 +55,27 @@ def require_admin(interaction: discord.Interaction, settings: DiscordSettings) -
             return True
         raise app_commands.MissingPermissions([settings.admin_permission])
     return run()
+
+
+async def others_usage_scope(interaction: discord.Interaction, subject, settings: DiscordSettings, *,
+                             everywhere: bool) -> tuple[str | None, int | None]:
+    """May the invoker see ``subject``'s usage, and from which server? ``(refusal, guild_id)``: a refusal to show,
+    or ``None`` and the server to filter by (``None``: every server).
+
+    A server admin sees a *member of this server*, and only what happened in this server: anyone can add the
+    bot to a server of their own, so an admin there must not read what someone did elsewhere. Every server
+    (``everywhere``, or the command run in a DM) is the bot owner's alone.
+    """
+    if everywhere or interaction.guild_id is None:
+        if await is_owner(interaction.client, interaction.user):
+            return None, None
+        if interaction.guild_id is None:
+            return "🚫 Another member's usage can only be shown in a server you both belong to.", None
+        return "🚫 Only the bot owner can see a member's usage across every server.", None
+    if not await is_admin(interaction, settings):
+        return "🚫 Only server admins can see another member's usage.", None
+    member_guild = getattr(getattr(subject, "guild", None), "id", None)
+    if not isinstance(subject, discord.Member) or member_guild != interaction.guild_id:
+        name = discord.utils.escape_markdown(getattr(subject, "display_name", str(subject)))
+        return f"🚫 {name} is not a member of this server.", None
+    return None, interaction.guild_id

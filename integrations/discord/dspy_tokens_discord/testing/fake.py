@@ -29,12 +29,14 @@ MEMBER_IDS = 100_000_000_000_000_101
 @dataclass(frozen=True)
 class Member:
     """Someone to act as: a guild member with roles (ids) and permissions (what an interaction reports, and what
-    the member's roles grant, so app-command and prefix-command checks both see them)."""
+    the member's roles grant, so app-command and prefix-command checks both see them). ``in_guild=False``: a
+    Discord user who is not in the guild (see :meth:`FakeDiscord.outsider`)."""
 
     id: int
     name: str
     roles: tuple[int, ...] = ()
     permissions: int = 0
+    in_guild: bool = True
 
 
 def permission_value(permissions: discord.Permissions | int | Iterable[str] | None) -> int:
@@ -110,6 +112,10 @@ class FakeDiscord:
             role_ids.append(self.role(f"{name} permissions", value))
         return Member(next(self._member_ids), name, tuple(role_ids), value)
 
+    def outsider(self, name: str) -> Member:
+        """A Discord user who is not a member of the guild: as a user option it resolves to a ``discord.User``."""
+        return Member(next(self._member_ids), name, in_guild=False)
+
     # -- start and stop --------------------------------------------------------------------------------
     async def __aenter__(self) -> FakeDiscord:
         await self.start()
@@ -155,7 +161,8 @@ class FakeDiscord:
         payload = slash_payload(
             command, plain, user=user.id, user_name=user.name, guild_id=None if dm else self.guild_id,
             channel_id=self._channel_id(channel, dm, user), permissions=str(user.permissions), roles=user.roles,
-            user_options={k: m.id for k, m in members.items()}, member_names={m.id: m.name for m in members.values()})
+            user_options={k: m.id for k, m in members.items()}, member_names={m.id: m.name for m in members.values()},
+            non_members=[m.id for m in members.values() if not m.in_guild])
         return await self.deliver(gateway.deliver_interaction, payload)
 
     async def message(self, content: str, /, *, author: Member | None = None, channel: str | None = None,

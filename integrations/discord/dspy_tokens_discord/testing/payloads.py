@@ -114,24 +114,26 @@ def _option(name: str, value: Any) -> dict:
 def slash_payload(name: str, options: Mapping[str, Any] | None = None, *, user: int, user_name: str | None = None,
                   guild_id: int | None = GUILD_ID, channel_id: int = CHANNEL_ID, permissions: str = "0",
                   roles: Iterable[int] = (), user_options: Mapping[str, int] | None = None,
-                  member_names: Mapping[int, str] | None = None) -> dict:
+                  member_names: Mapping[int, str] | None = None, non_members: Iterable[int] = ()) -> dict:
     """An APPLICATION_COMMAND interaction as the gateway delivers it. ``name`` may hold a subcommand
-    (``"config show"``); ``options`` are strings, ints, floats or booleans; ``user_options`` name members by id."""
+    (``"config show"``); ``options`` are strings, ints, floats or booleans; ``user_options`` name users by id,
+    resolved as members of the guild except those in ``non_members`` (Discord then resolves a plain user)."""
     iid = snowflake()
     opts = [_option(k, v) for k, v in (options or {}).items()]
     names = dict(member_names or {})
+    outsiders = set(non_members)
     resolved_users, resolved_members = {}, {}
     for key, uid in (user_options or {}).items():
         opts.append({"name": key, "type": 6, "value": str(uid)})
         resolved_users[str(uid)] = user_payload(uid, names.get(uid))
-        if guild_id is not None:
+        if guild_id is not None and uid not in outsiders:
             resolved_members[str(uid)] = member_payload(uid, with_user=False, permissions="0")
     command, *sub = name.split()
     for depth in reversed(range(len(sub))):  # "group sub": a subcommand group holding a subcommand
         opts = [{"name": sub[depth], "type": 1 if depth == len(sub) - 1 else 2, "options": opts}]
     data: dict[str, Any] = {"id": str(snowflake()), "name": command, "type": 1, "options": opts}
     if resolved_users:
-        data["resolved"] = {"users": resolved_users, "members": resolved_members}
+        data["resolved"] = {"users": resolved_users, **({"members": resolved_members} if resolved_members else {})}
     payload: dict[str, Any] = {
         "id": str(iid), "application_id": str(APP_ID), "type": 2, "token": f"token-{iid}", "version": 1,
         "attachment_size_limit": 8 * 1024 * 1024, "data": data, "channel_id": str(channel_id), "locale": "en-US",

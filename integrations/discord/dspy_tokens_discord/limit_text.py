@@ -1,0 +1,93 @@
+"""Limit decisions in words: the refusal, the warn-mode warning, the soft-threshold heads-up and the limit lines
+of ``/token-usage``. Pure: the input is the core's :class:`dspy_tokens.LimitDecision`."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from dspy_tokens import LimitDecision
+
+from .text import amount, timestamp, unit
+
+_WHO = {"user": ("You have", "your"), "guild": ("This server has", "this server's"),
+        "global": ("This bot has", "the bot's")}
+
+
+def window_label(decision: LimitDecision, window_days: int) -> str:
+    return {"rolling": f"in the last {window_days} days", "day": "today (UTC)",
+            "month": "this month (UTC)"}.get(decision.window, "in the current window")
+
+
+def _model_of(decision: LimitDecision) -> str:
+    rule = decision.rule or ""
+    return rule[len("models["):rule.index("]")] if rule.startswith("models[") and "]" in rule else ""
+
+
+def _used(decision: LimitDecision):
+    return decision.used + decision.reserved
+
+
+def _when_free(decision: LimitDecision) -> str:
+    if decision.resets_at is not None:
+        return f"It frees up {timestamp(decision.resets_at)} ({timestamp(decision.resets_at, 'f')})."
+    if decision.limit is not None and decision.requested > decision.limit:
+        return "This request is larger than the whole limit."
+    return "Requests still in progress must finish first; try again in a moment."
+
+
+def refusal_text(decision: LimitDecision, window_days: int = 30) -> str:
+    """The friendly refusal: who is over (you / this server / the bot), used and limit, when it frees up."""
+    if decision.scope is None or decision.limit is None:
+        return f"⛔ {decision.message}"
+    who, _ = _WHO.get(decision.scope, _WHO["global"])
+    model = _model_of(decision)
+    subject = f"{who} reached {'its' if decision.scope != 'user' else 'your'} usage limit" + (
+        f" for {model}" if model else "")
+    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
+               f"{unit(decision.metric)} used {window_label(decision, window_days)}")
+    return f"⛔ {subject}: {numbers}. {_when_free(decision)} See `/token-usage` for details."
+
+
+def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
+    """Warn mode: the request ran although a rule would refuse it."""
+    who, _ = _WHO.get(decision.scope, _WHO["global"])
+    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
+               f"{unit(decision.metric)} {window_label(decision, window_days)}")
+    over = {"user": "You are", "guild": "This server is"}.get(decision.scope, "This bot is")
+    return (f"⚠️ {over} over the usage limit ({numbers}). This request went through, but such requests "
+            f"may be refused once limits are enforced.")
+
+
+def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
+    """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
+    _, whose = _WHO.get(decision.scope, _WHO["global"])
+    percent = int(decision.ratio * 100) if decision.limit else 0
+    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
+               f"{unit(decision.metric)} {window_label(decision, window_days)}")
+    return f"ℹ️ Heads-up: {percent}% of {whose} usage limit is used ({numbers}). See `/token-usage` for details."
+
+
+def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[str]:
+    lines = []
+    for d in decisions:
+        model = _model_of(d)
+        line = (f"Limit{f' ({model})' if model else ''}: {amount(d.metric, _used(d))} / "
+                f"{amount(d.metric, d.limit)}{unit(d.metric)} {window_label(d, window_days)} · "
+                f"**{amount(d.metric, d.remaining)}** left")
+        if d.exceeded:
+            line += " · ⛔ over" + (f", frees up {timestamp(d.resets_at)}" if d.resets_at else "")
+        elif d.warning:
+            line += " · ⚠️ nearly used up"
+        lines.append(line)
+    return lines
+
+
+def status_lines(decisions: Iterable[LimitDecision]) -> list[str]:
+    """A member's personal limits without numbers, for a server admin: those limits count usage in every server,
+    and one server's admin must not read how much someone used elsewhere."""
+    lines = []
+    for d in decisions:
+        model = _model_of(d)
+        state = "⛔ used up" if d.exceeded else ("⚠️ nearly used up" if d.warning else "within the limit")
+        lines.append(f"Limit{f' ({model})' if model else ''}: {state} (counts every server; amounts not shown)")
+    return lines
