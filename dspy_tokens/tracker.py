@@ -155,13 +155,18 @@ class TokenTracker(CallRecorder):
         return config
 
     # -- limits ------------------------------------------------------------------------------------
-    def check(self, user_id: int | None = None, guild_id: int | None = None, *, model: str | None = None,
-              estimate: int | None = None, role_ids: Sequence[int] = (), now=None) -> LimitDecision:
+    def check(self, user_id: int | None = None, guild_id: int | None = None, *, channel_id: int | None = None,
+              feature: str | None = None, model: str | None = None, estimate: int | None = None, prompt: Any = None,
+              role_ids: Sequence[int] = (), now=None) -> LimitDecision:
         """May this user/guild run a request of ``estimate`` tokens now? Reads only; reserves nothing.
 
+        Without ``estimate``, the request is sized from ``prompt`` (chat messages or text, counted with LiteLLM's
+        tokenizer) plus the output cap, else the model's ``max_tokens``, else ``default_estimate_tokens`` — and
+        never above what the limits have left (``decision.estimate_source`` says which).
         Blocking database read: from async code use ``await asyncio.to_thread(tracker.check, ...)``.
         """
-        return self._limiter.check(user_id, guild_id, model=model, estimate=estimate, role_ids=role_ids, now=now)
+        return self._limiter.check(user_id, guild_id, channel_id=channel_id, feature=feature, model=model,
+                                   estimate=estimate, prompt=prompt, role_ids=role_ids, now=now)
 
     def guard(self, user_id: int | None = None, guild_id: int | None = None, channel_id: int | None = None,
               feature: str | None = None, estimate: int | None = None, *, session_id: Any = None,

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import watch
-from .context import Attribution, current_attribution
+from .context import Attribution, current_attribution, current_run
 from .dspy_internals import ACTIVE_CALL_ID, BaseCallback, global_history, history_disabled
 
 log = logging.getLogger("dspy_tokens")
@@ -94,6 +94,9 @@ class CallRecorder(BaseCallback):
 
     # -- LM calls ----------------------------------------------------------------------------------
     def on_lm_start(self, call_id, instance, inputs):
+        run = current_run()
+        if run is not None and run.recorder is self:  # a guarded run: top up its reservation, or stop it
+            run.before_call(call_id, instance, inputs.get("messages"), inputs.get("prompt"))
         started = time.perf_counter()
         attribution = current_attribution() or NO_ATTRIBUTION
         attribution.mark_seen()
@@ -137,6 +140,9 @@ class CallRecorder(BaseCallback):
             except Exception:  # never lose the call, nor raise into DSPy: record it without usage
                 log.exception("dspy-tokens: could not find the history entry of LM call %s; recorded without usage",
                               call_id)
+        run = current_run()
+        if run is not None and run.recorder is self:
+            run.after_call(call_id, entry)
         self.emit(ObservedCall(
             call_uuid=call_id, session_id=started.session_id, call_index=started.call_index,
             attribution=started.attribution, module=started.module,

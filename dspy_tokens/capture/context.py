@@ -19,6 +19,7 @@ from .._ids import checked_id
 from . import dspy_internals, watch
 
 CONTEXT_KEY = "dspy_tokens_usage"
+RUN_KEY = "dspy_tokens_run"  # the guarded run (limits.run.GuardedRun) whose reservation the calls top up
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -55,6 +56,33 @@ def current_attribution() -> Attribution | None:
 def configured_model() -> str | None:
     """The model of the LM configured here (``dspy.configure``/``dspy.context``): what a call made now would use."""
     return dspy_internals.configured_model()
+
+
+def current_run():
+    """The guarded run bound here (``tracker.guard``), or ``None``."""
+    return dspy_internals.overrides().get(RUN_KEY)
+
+
+class bind_run:  # noqa: N801
+    """Bind a guarded run for the block (a guard does it), in DSPy's context overrides like ``usage_context``."""
+
+    def __init__(self, run):
+        self.run, self._tokens = run, []
+
+    def __enter__(self):
+        overrides = dspy_internals.overrides()
+        new = type(overrides)(overrides)
+        new[RUN_KEY] = self.run
+        self._tokens.append(dspy_internals.set_overrides(new))
+        return self.run
+
+    def __exit__(self, *exc):
+        dspy_internals.reset_overrides(self._tokens.pop())
+
+
+def configured_lm():
+    """The LM configured here: what a call made now would use (its ``kwargs`` hold ``max_tokens``)."""
+    return dspy_internals.configured_lm()
 
 
 def _merge(outer: Attribution | None, **values) -> Attribution:

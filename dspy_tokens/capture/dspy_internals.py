@@ -37,6 +37,14 @@ def reset_overrides(token) -> None:
     thread_local_overrides.reset(token)
 
 
+def configured_lm():
+    """The LM configured here (``dspy.configure``/``dspy.context``), if any."""
+    try:
+        return settings.get("lm")
+    except Exception:
+        return None
+
+
 def configured_model() -> str | None:
     """The model string of the LM configured here (``dspy.configure``/``dspy.context``), if any."""
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from .rules import TOKENS
+from .rules import COST, TOKENS
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,19 @@ class LimitDecision:
     bypassed: bool = False
     unknown_cost_calls: int = 0  # calls in the window whose cost is unknown: cost rules cannot see them
     reservation_id: str | None = None
+    #: How ``requested`` was sized: "given" (``estimate=``), "prompt" (the prompt counted plus the output cap),
+    #: "max_tokens" (the model's cap), "default" (``default_estimate_tokens``), or "left" (an automatic estimate cut
+    #: down to what the limits have left: a reservation nobody asked for never makes a request impossible).
+    estimate_source: str = "given"
+    forecast_exhausted_at: datetime | None = None  # at the recent pace, when this rule's limit is reached
+    fallback_model: str | None = None  # the model a guarded run was admitted on instead (the rule's "fallback")
     others: tuple["LimitDecision", ...] = field(default=(), repr=False)  # every other applicable rule
 
     @property
     def remaining(self) -> int | Decimal | None:
         if self.limit is None:
             return None
-        return max(self.limit - self.used - self.reserved, 0 if self.metric == TOKENS else Decimal(0))
+        return max(self.limit - self.used - self.reserved, Decimal(0) if self.metric == COST else 0)
 
     @property
     def ratio(self) -> float:

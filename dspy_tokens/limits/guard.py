@@ -22,8 +22,8 @@ class Guard:
                  guild_id=None, channel_id=None, feature=None, session_id=None, estimate=None, model=None,
                  role_ids=()):
         self._reserve, self._settle_reservation = reserve, settle
-        self._ask = dict(user_id=user_id, guild_id=guild_id, model=model, estimate=estimate,
-                         role_ids=tuple(role_ids))
+        self._ask = dict(user_id=user_id, guild_id=guild_id, channel_id=channel_id, feature=feature, model=model,
+                         estimate=estimate, role_ids=tuple(role_ids))
         # Validates the ids before any database work.
         self._context = usage_context(user_id=user_id, guild_id=guild_id, channel_id=channel_id, feature=feature,
                                       session_id=session_id)

@@ -82,3 +82,15 @@ def month_of_day_sql(dialect: str, column: str) -> str:
 
 def text_sql(dialect: str, column: str) -> str:
     return f"CAST({column} AS {'CHAR' if dialect == 'mysql' else 'TEXT'})"
+
+
+def db_now_sql(dialect: str, seconds_param: str | None = None) -> str:
+    """The database's current UTC time, in the stored form of times (plus ``seconds_param`` seconds): reservations
+    expire on one clock, whatever the clocks of the hosts that hold them."""
+    if dialect == "sqlite":
+        later = f", '+' || {seconds_param} || ' seconds'" if seconds_param else ""
+        return f"strftime('%Y-%m-%d %H:%M:%f', 'now'{later})"
+    if dialect == "postgresql":
+        now = "(clock_timestamp() AT TIME ZONE 'UTC')"
+        return f"({now} + {seconds_param} * INTERVAL '1 second')" if seconds_param else now
+    return f"(UTC_TIMESTAMP(6) + INTERVAL {seconds_param} SECOND)" if seconds_param else "UTC_TIMESTAMP(6)"

@@ -17,10 +17,13 @@ from .units import (
     GRAIN_MONTH,
     MEASURES,
     NO_ID,
+    SCOPE_CHANNEL,
+    SCOPE_FEATURE,
     SCOPE_GLOBAL,
     SCOPE_GUILD,
     SCOPE_USER,
     date_of_day,
+    feature_scope_id,
     hour_of,
     month_of,
     to_pico,
@@ -67,17 +70,21 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
     """Sum ``rows`` (objects with the :class:`~dspy_tokens.store.UsageRow` fields) into every aggregate."""
     cells: dict[tuple, list[int]] = {}
     for row in rows:
-        _add(cells, (hour_of(row.created_at), row.user_id, row.guild_id, row.model, row.feature or ""),
-             measures_of(row))
+        _add(cells, (hour_of(row.created_at), row.user_id, row.guild_id, row.model, row.feature or "",
+                     row.channel_id), measures_of(row))
     out = Deltas()
     daily: dict[tuple, list[int]] = defaultdict(lambda: [0] * WIDTH)
-    for (hour, user, guild, model, feature), values in cells.items():
+    for (hour, user, guild, model, feature, channel), values in cells.items():
         counted = [values[i] for i in COUNTER_OF_MEASURES]
         scopes = [(SCOPE_GLOBAL, 0)]
         if user is not None:
             scopes.append((SCOPE_USER, user))
         if guild is not None:
             scopes.append((SCOPE_GUILD, guild))
+        if channel is not None:
+            scopes.append((SCOPE_CHANNEL, channel))
+        if feature:
+            scopes.append((SCOPE_FEATURE, feature_scope_id(feature)))
         for scope, scope_id in scopes:
             _add(out.counters, (scope, scope_id, hour), counted)
             _add(out.model_counters, (scope, scope_id, model, hour), counted)

@@ -18,7 +18,7 @@ from .records import Records
 from .rows import ROW_COLUMNS, UsageRow
 from .schema import bind_models
 from .spans import SpanReader
-from .units import COUNTER_MEASURES, MEASURES, stored_time
+from .units import COUNTER_MEASURES, MEASURES, stored_time, to_pico
 from .windows import LimitWindows
 
 LOOKUP_CHUNK = 500
@@ -134,7 +134,8 @@ class Store:
     def connect(self) -> None:
         """Make sure the schema exists and this thread has a connection."""
         self.ensure_schema()
-        self.db.connect(reuse_if_open=True)
+        with storage_errors():
+            self.db.connect(reuse_if_open=True)
 
     def ping(self) -> bool:
         try:
@@ -178,13 +179,42 @@ class Store:
                         # Sorted keys: concurrent writers take the aggregate rows' locks in the same order.
                         table = getattr(found, name)
                         executemany(self.dialect, cursor, sql, [(*k, *table[k]) for k in sorted(table)])
+                    self._charge_reservations(fresh)
                 if settled:
-                    reservation = self.models.Reservation
+                    reservation, calls = self.models.Reservation, self.models.ReservationCall
                     reservation.delete().where(reservation.id.in_(list(settled))).execute()
+                    calls.delete().where(calls.reservation_id.in_(list(settled))).execute()
             return len(fresh)
         except Exception as exc:
             self.reset_connection()
             raise classify(exc) from exc
+
+    def _charge_reservations(self, rows: Sequence[UsageRow]) -> None:
+        """Move the usage of guarded runs' calls from their reservation's hold to ``used``: the reservation keeps
+        holding only what its run has not committed yet (see ``LimitWindows.top_up``)."""
+        p = self.db.param
+        owner: dict[str, str] = {}
+        uuids = [row.call_uuid for row in rows]
+        for start in range(0, len(uuids), LOOKUP_CHUNK):
+            chunk = uuids[start:start + LOOKUP_CHUNK]
+            owner.update(self.db.execute_sql(
+                "SELECT call_uuid, reservation_id FROM token_reservation_calls WHERE call_uuid IN "
+                f"({', '.join([p] * len(chunk))})", chunk).fetchall())
+        if not owner:
+            return
+        charges: dict[str, list[int]] = {}
+        for row in rows:
+            rid = owner.get(row.call_uuid)
+            if rid is not None:
+                charge = charges.setdefault(rid, [0, 0, 0])
+                charge[0] += row.total_tokens or 0
+                charge[1] += to_pico(row.cost_usd) if row.cost_usd is not None else 0
+                charge[2] += 1
+        for rid in sorted(charges):
+            self.db.execute_sql(
+                f"UPDATE token_reservations SET committed_tokens = committed_tokens + {p}, committed_cost_pusd = "
+                f"committed_cost_pusd + {p}, committed_calls = committed_calls + {p} WHERE id = {p}",
+                [*charges[rid], rid])
 
     def existing_uuids(self, uuids: list[str]) -> set[str]:
         found: set[str] = set()

@@ -50,11 +50,25 @@ def _covering_counter_indexes(db, models) -> None:
         db.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_window ON {table} {spec}")
 
 
+def _budgets(db, models) -> None:
+    # Run-time limits, their audit trail, alerts fired once, and reservations that follow a run call by call.
+    db.create_tables([models.ReservationCall, models.LimitOverride, models.ResetBaseline, models.LimitChange,
+                      models.AlertSent], safe=True)
+    present = {c.name for c in db.get_columns("token_reservations")}
+    defaults = {"channel_id": " NULL", "feature_id": " NULL", "calls": " NOT NULL DEFAULT 1"}
+    for column in ("channel_id", "feature_id", "calls", "committed_tokens", "committed_cost_pusd", "committed_calls"):
+        if column not in present:
+            default = defaults.get(column, " NOT NULL DEFAULT 0")
+            db.execute_sql(f"ALTER TABLE token_reservations ADD COLUMN {column} BIGINT{default}")
+    rebuild.rebuild_counters(db, models)  # channel and feature counters start from the stored rows
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
     Migration(3, "reports: daily usage cube and per-scope day/month rollups", _rollups),
     Migration(4, "limits: covering indexes for window sums", _covering_counter_indexes),
+    Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -58,7 +58,7 @@ def rebuild_counters(db, models, tables=("scope", "model"), *, check: bool = Fal
     """
     kind = dialect(db)
     usage = models.TokenUsage
-    fields = [usage.id, usage.created_at, usage.user_id, usage.guild_id, usage.model, usage.feature,
+    fields = [usage.id, usage.created_at, usage.user_id, usage.guild_id, usage.channel_id, usage.model, usage.feature,
               usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
               usage.reasoning_tokens, usage.cost_usd, usage.cache_hit, usage.error]
     db.connect(reuse_if_open=True)

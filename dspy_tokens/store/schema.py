@@ -11,6 +11,11 @@ table                          key                                        holds
 ``token_usage_rollups``        (grain, scope, bucket, scope_key)          per-scope totals per UTC day and month
 ``token_reservations``         ``id``                                     tokens/dollars held by guarded runs
 ``token_limit_locks``          (scope, scope_id)                          rows ``SELECT ... FOR UPDATE`` locks
+``token_reservation_calls``    ``call_uuid``                              the reservation each guarded call is in
+``token_limit_overrides``      (scope, scope_id)                          run-time limits, bypasses, usage resets
+``token_limit_reset_baselines`` (scope, scope_id, model)                  the reset hour's usage before a reset
+``token_limit_changes``        ``id``                                     the audit trail of run-time changes
+``token_alerts_sent``          (rule, scope_id, period, threshold)        each budget alert, fired once
 ``dspy_tokens_migrations``     ``version``                                applied schema versions
 =============================  =========================================  ==========================================
 
@@ -174,6 +179,12 @@ class Reservation(pw.Model):
     cost_pusd = pw.BigIntegerField()
     created_at = UTCDateTimeField()
     expires_at = UTCDateTimeField()
+    channel_id = pw.BigIntegerField(null=True)
+    feature_id = pw.BigIntegerField(null=True)  # units.feature_scope_id of the run's feature
+    calls = pw.BigIntegerField(default=1)  # LM calls held (request limits)
+    committed_tokens = pw.BigIntegerField(default=0)  # of the run's calls already committed (they count as used)
+    committed_cost_pusd = pw.BigIntegerField(default=0)
+    committed_calls = pw.BigIntegerField(default=0)
 
     class Meta:
         table_name = "token_reservations"
@@ -192,6 +203,82 @@ class LimitLock(pw.Model):
         primary_key = pw.CompositeKey("scope", "scope_id")
 
 
+class ReservationCall(pw.Model):
+    """Which reservation an LM call of a guarded run belongs to: committing the call moves its usage from the
+    reservation's hold to ``used`` (``committed_*``), so a run is never counted twice."""
+
+    call_uuid = pw.CharField(max_length=36, primary_key=True)
+    reservation_id = pw.CharField(max_length=32, index=True)
+
+    class Meta:
+        table_name = "token_reservation_calls"
+
+
+class LimitOverride(pw.Model):
+    """A limit set at run time for one scope (``tracker.set_limit``), a bypass, or a usage reset."""
+
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()
+    tokens = pw.BigIntegerField(null=True)
+    cost_pusd = pw.BigIntegerField(null=True)
+    requests = pw.BigIntegerField(null=True)
+    window = pw.CharField(max_length=8, null=True)
+    bypass = pw.BooleanField(default=False)
+    reset_hour = pw.BigIntegerField(null=True)  # usage before the reset stops counting (see ResetBaseline)
+    updated_at = UTCDateTimeField()
+    updated_by = pw.CharField(max_length=100, null=True)
+
+    class Meta:
+        table_name = "token_limit_overrides"
+        primary_key = pw.CompositeKey("scope", "scope_id")
+
+
+class ResetBaseline(pw.Model):
+    """What the reset hour's counters held at the reset: subtracted while that hour is in a window."""
+
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()
+    model = pw.CharField(max_length=200)  # '' for every model
+    calls = pw.BigIntegerField(default=0)
+    tokens = pw.BigIntegerField(default=0)
+    cost_pusd = pw.BigIntegerField(default=0)
+    unpriced_calls = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "token_limit_reset_baselines"
+        primary_key = pw.CompositeKey("scope", "scope_id", "model")
+
+
+class LimitChange(pw.Model):
+    """The audit trail of run-time limit changes."""
+
+    id = pw.BigAutoField()
+    changed_at = UTCDateTimeField()
+    changed_by = pw.CharField(max_length=100, null=True)
+    action = pw.CharField(max_length=16)
+    scope = pw.CharField(max_length=8)
+    scope_id = pw.BigIntegerField()
+    detail = pw.TextField()
+
+    class Meta:
+        table_name = "token_limit_changes"
+        indexes = ((("scope", "scope_id", "id"), False),)
+
+
+class AlertSent(pw.Model):
+    """One row per alert fired: the key makes each (rule, scope id, window period, threshold) fire once."""
+
+    rule = pw.CharField(max_length=190)
+    scope_id = pw.BigIntegerField()
+    period = pw.BigIntegerField()  # the window's start hour
+    threshold = pw.CharField(max_length=12)
+    sent_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "token_alerts_sent"
+        primary_key = pw.CompositeKey("rule", "scope_id", "period", "threshold")
+
+
 class SchemaMigration(pw.Model):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=100)
@@ -202,7 +289,7 @@ class SchemaMigration(pw.Model):
 
 
 BASE_MODELS = (TokenUsage, UsageCounter, ModelUsageCounter, DailyUsage, UsageRollup, Reservation, LimitLock,
-               SchemaMigration)
+               ReservationCall, LimitOverride, ResetBaseline, LimitChange, AlertSent, SchemaMigration)
 _CLUSTERED = (DailyUsage, UsageRollup)  # stored in primary-key order on SQLite too (WITHOUT ROWID), as InnoDB does
 
 

@@ -3,6 +3,7 @@ and the measures every aggregate keeps."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -10,7 +11,8 @@ PICO = 10**12  # aggregates keep money as integer picodollars: exact sums on eve
 EPOCH = date(1970, 1, 1)
 
 SCOPE_USER, SCOPE_GUILD, SCOPE_GLOBAL = "user", "guild", "global"
-COUNTER_SCOPES = (SCOPE_GLOBAL, SCOPE_USER, SCOPE_GUILD)
+SCOPE_CHANNEL, SCOPE_FEATURE = "channel", "feature"
+COUNTER_SCOPES = (SCOPE_GLOBAL, SCOPE_USER, SCOPE_GUILD, SCOPE_CHANNEL, SCOPE_FEATURE)
 DIMENSIONS = ("user", "guild", "model", "feature")  # what reports group and filter by, besides "global"
 GRAIN_DAY, GRAIN_MONTH = "d", "m"  # the buckets of token_usage_rollups
 NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
@@ -32,6 +34,11 @@ def stored_time(value: datetime, sqlite: bool):
         raise ValueError(f"naive datetime {value!r}; pass a UTC-aware datetime")
     naive = value.astimezone(timezone.utc).replace(tzinfo=None)
     return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+
+
+def feature_scope_id(feature: str) -> int:
+    """The counter scope id of a feature name: a stable 63-bit hash (counters key scopes by integer)."""
+    return int.from_bytes(hashlib.blake2b(feature[:100].encode(), digest_size=8).digest(), "big") >> 1
 
 
 def to_pico(usd: Decimal | int | str) -> int:

@@ -13,7 +13,7 @@ from playhouse.db_url import parse
 
 from dspy_tokens.store import Store
 from dspy_tokens.store._db import open_database
-from dspy_tokens.store.units import PICO
+from dspy_tokens.store.units import PICO, feature_scope_id
 
 POSTGRES_URL = os.environ.get("DSPY_TOKENS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("DSPY_TOKENS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -133,8 +133,10 @@ def expected_counters(rows: list[dict]) -> dict[tuple, list[int]]:
     for row in rows:
         hour = int(row["created_at"].timestamp()) // 3600
         cost = row["cost_usd"]
-        scopes = [("global", 0)] + [(scope, row[f"{scope}_id"]) for scope in ("user", "guild")
+        scopes = [("global", 0)] + [(scope, row[f"{scope}_id"]) for scope in ("user", "guild", "channel")
                                     if row[f"{scope}_id"] is not None]
+        if row["feature"]:
+            scopes.append(("feature", feature_scope_id(row["feature"])))
         for scope, scope_id in scopes:
             acc = totals[(scope, scope_id, hour)]
             acc[0] += 1
