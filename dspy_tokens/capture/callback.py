@@ -36,6 +36,7 @@ class _Started:
     attribution: Attribution
     module: str | None
     started: float
+    args: dict | None = None  # a decision request's arguments (TypeSafe: state, questions): no messages, no prompt
 
 
 @dataclass(slots=True)
@@ -122,9 +123,11 @@ class CallRecorder(BaseCallback):
         prompt = inputs.get("prompt")
         if prompt is None:
             prompt = (inputs.get("kwargs") or {}).get("request")
+        messages = inputs.get("messages")
+        args = dict(inputs) if messages is None and prompt is None and inputs else None
         self._started[call_id] = _Started(
-            instance, inputs.get("messages"), prompt, session_id, index, root, attribution,
-            ">".join(reversed(labels))[-255:] or None, started)
+            instance, messages, prompt, session_id, index, root, attribution,
+            ">".join(reversed(labels))[-255:] or None, started, args)
 
     def on_lm_end(self, call_id, outputs, exception=None):
         started = self._started.pop(call_id, None)
@@ -160,16 +163,21 @@ class CallRecorder(BaseCallback):
                 if started.messages is not None:
                     if entry.get("messages") is not started.messages:
                         continue
-                elif started.prompt is None or (entry.get("prompt") is not started.prompt
-                                                and entry.get("request") is not started.prompt):
-                    continue  # an lm15 Request is kept as entry["request"]; its messages are a converted copy
-                uuid = entry.get("uuid")
-                if uuid in self._claimed:
+                elif started.prompt is not None:
+                    if entry.get("prompt") is not started.prompt and entry.get("request") is not started.prompt:
+                        continue  # an lm15 Request is kept as entry["request"]; its messages are a converted copy
+                elif not _same_request(entry, started.args):
                     continue
-                self._claimed[uuid] = None
+                uuid = entry.get("uuid")
+                # TypeSafe's entries carry no uuid: claimed by identity, kept referenced so the id is not reused
+                key = uuid if uuid is not None else ("entry", id(entry))
+                if key in self._claimed:
+                    continue
+                self._claimed[key] = entry if uuid is None else None
                 if len(self._claimed) > MAX_CLAIMED:
                     self._claimed.popitem(last=False)
-                watch.note_recorded(uuid)
+                if uuid is not None:
+                    watch.note_recorded(uuid)
                 return entry
         if not self._warned_no_history:
             self._warned_no_history = True
@@ -178,6 +186,15 @@ class CallRecorder(BaseCallback):
             log.warning("dspy-tokens: an LM call was recorded without usage because %s; such calls are stored "
                         "with usage_reported=false", reason)
         return None
+
+
+def _same_request(entry: dict, args: dict | None) -> bool:
+    """A decision client's entry (``dspy.experimental.TypeSafe``: ``messages`` None) keeps a deep copy of the call's
+    arguments in ``entry["request"]``: equal values, never the same objects."""
+    request = entry.get("request")
+    if not args or entry.get("messages") is not None or not isinstance(request, dict):
+        return False
+    return all(name in request and request[name] == value for name, value in args.items())
 
 
 def _describe(exception: BaseException) -> str:

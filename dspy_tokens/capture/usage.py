@@ -75,10 +75,25 @@ def _consistent_total(prompt: int | None, completion: int | None, total: int | N
     return total
 
 
+#: The Responses API (``model_type="responses"`` on the LiteLLM engine; TypeSafe) names the same counts otherwise.
+RESPONSES_NAMES = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens",
+                   "input_tokens_details": "prompt_tokens_details",
+                   "output_tokens_details": "completion_tokens_details"}
+
+
+def chat_names(usage: Mapping) -> Mapping:
+    """``usage`` with Responses API names as chat-completions names, when it has no chat-completions counts."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage or not any(k in usage for k in RESPONSES_NAMES):
+        return usage
+    return {RESPONSES_NAMES.get(key, key): value for key, value in usage.items()}
+
+
 def normalize_usage(usage: Any) -> TokenCounts:
-    """Counts from an OpenAI-style usage mapping, tolerant of missing, partial and malformed fields."""
+    """Counts from an OpenAI-style usage mapping (chat-completions or Responses API names), tolerant of missing,
+    partial and malformed fields."""
     if not isinstance(usage, Mapping):  # never truth-test an unknown object: that may raise
         return TokenCounts(problem=None if usage is None else f"usage is a {type(usage).__name__}, not a mapping")
+    usage = chat_names(usage)
     prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
     total = _count(usage.get("total_tokens"))
     problems = [k for k in ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -110,6 +125,8 @@ def is_cache_hit(entry: Mapping) -> bool:
     """DSPy puts no hit flag in history entries: a hit has empty usage but a response carrying usage or a flag."""
     if entry.get("usage"):
         return False
+    if entry.get("cache_hit") is True:  # decision clients (TypeSafe) say so in the entry
+        return True
     response = entry.get("response")
     # n>1 on the native engine: a tuple of Responses, one per candidate, each keeping its original usage.
     responses = response if isinstance(response, (tuple, list)) else (response,)

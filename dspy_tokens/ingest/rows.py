@@ -16,6 +16,10 @@ SOURCE_NO_USAGE = "no_usage"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _DIGITS = re.compile(r"\d+")
 MAX_TOLD = 1000
+ALL_ZERO = "provider reported all-zero usage"
+#: Models whose all-zero usage was warned about, in this process: test doubles (DSPy's DummyLM) report zeros on
+#: every call, and a test suite builds a tracker per test.
+_zero_told: set[str] = set()
 
 
 def clean_text(value: str, limit: int | None = None) -> str:
@@ -45,7 +49,10 @@ def response_model_of(entry: dict) -> str | None:
     model = entry.get("response_model")
     if not model:
         response = entry.get("response")
-        model = getattr(response, "model", None) if not isinstance(response, tuple) else None
+        if isinstance(response, dict):  # decision clients (TypeSafe) keep the answer as a plain dict
+            model = response.get("model")
+        else:
+            model = getattr(response, "model", None) if not isinstance(response, tuple) else None
     return str(model) if model else None
 
 
@@ -63,6 +70,9 @@ class RowBuilder:
         kind = (call.model, _DIGITS.sub("N", problem))
         first = kind not in self._told and len(self._told) < MAX_TOLD
         self._told.add(kind)
+        if problem == ALL_ZERO:
+            first = call.model not in _zero_told and len(_zero_told) < MAX_TOLD
+            _zero_told.add(call.model)
         log.log(logging.WARNING if first else logging.DEBUG, "dspy-tokens: call %s: %s%s", call.call_uuid, problem,
                 " (further such calls of this model are logged at debug level)" if first else "")
 

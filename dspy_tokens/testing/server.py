@@ -3,7 +3,9 @@
 Standard library only. It answers ``POST .../chat/completions`` (both
 ``/v1/chat/completions`` and ``/chat/completions``) the way OpenAI does,
 including streaming and usage, so a real ``dspy.LM("openai/...")`` can talk
-to it over HTTP with either engine::
+to it over HTTP with either engine. It also answers the Responses API
+(``.../responses``, ``dspy.LM(..., model_type="responses")``, not streamed) and
+``.../embeddings`` (``dspy.Embedder``) with those APIs' usage shapes::
 
     with FakeLLMServer() as server:
         lm = server.lm("openai/gpt-4o-mini")
@@ -22,6 +24,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from .endpoints import (
+    embedding_inputs,
+    embedding_tokens,
+    embeddings_body,
+    responses_as_chat,
+    responses_body,
+    responses_usage,
+    system_one_body,
+)
 from .replies import (
     DATED_MODELS,
     USAGE_MODES,
@@ -32,6 +43,8 @@ from .replies import (
     error_body,
     split_content,
 )
+
+ENDPOINTS = ("/chat/completions", "/responses", "/embeddings", "/systemone")
 
 
 @dataclass
@@ -218,9 +231,10 @@ class FakeLLMServer:
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
         }
 
-    def _completion(self, log: RequestLog, reply: Reply) -> tuple[list[str], str, dict | None]:
+    def _completion(self, log: RequestLog, reply: Reply,
+                    body: dict | None = None) -> tuple[list[str], str, dict | None]:
         """(choice contents, model, usage) for a 200 answer."""
-        body = log.body
+        body = log.body if body is None else body
         n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 1 else 1
         contents = [reply.content if reply.content is not None else self.responder(body) for _ in range(n)]
         prompt = reply.prompt_tokens if reply.prompt_tokens is not None else count_tokens(body.get("messages") or [])
@@ -228,6 +242,27 @@ class FakeLLMServer:
             sum(max(1, len(c.split())) for c in contents)
         model = self._pick(reply, "model") or dated(str(body.get("model") or "gpt-4o-mini"))
         return contents, model, self._usage(reply, prompt, completion)
+
+    def _answer(self, endpoint: str, log: RequestLog, reply: Reply) -> dict:
+        """The 200 body of a Responses API or embeddings request (chat is answered by the handler)."""
+        body = log.body
+        if endpoint == "/embeddings":
+            texts = embedding_inputs(body)
+            tokens = reply.prompt_tokens if reply.prompt_tokens is not None else embedding_tokens(texts)
+            mode = self._pick(reply, "usage")
+            usage = mode if isinstance(mode, dict) else None if mode == "none" else \
+                {"prompt_tokens": tokens} if mode == "partial" else {"prompt_tokens": tokens, "total_tokens": tokens}
+            log.model = self._pick(reply, "model") or str(body.get("model") or "text-embedding-3-small")
+            log.usage, log.content = usage, [f"{len(texts)} embeddings"]
+            return embeddings_body(texts, log.model, usage, body.get("encoding_format"))
+        chat = responses_as_chat(body) if endpoint == "/responses" else \
+            {"messages": [{"role": "user", "content": json.dumps(body.get("state"))}], "model": "jev-latest"}
+        contents, log.model, usage = self._completion(log, reply, chat)
+        log.usage, log.content = responses_usage(usage), contents[:1]
+        if endpoint == "/systemone":
+            log.usage = {k: v for k, v in (log.usage or {}).items() if k in ("input_tokens", "output_tokens")} or None
+            return system_one_body(body, log.model, log.usage)
+        return responses_body(log.index, contents[0], log.model, log.usage)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -273,7 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeLLMServer = self.server.fake
         path = self.path.split("?", 1)[0]
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if not path.rstrip("/").endswith("/chat/completions"):
+        endpoint = next((e for e in ENDPOINTS if path.rstrip("/").endswith(e)), None)
+        if endpoint is None:
             return self._send_json(404, error_body(404, f"Unknown path {self.path}"))
         try:
             body = json.loads(raw or b"null")
@@ -289,6 +325,10 @@ class _Handler(BaseHTTPRequestHandler):
                 log.status = reply.status
                 payload = reply.error_body if reply.error_body is not None else error_body(reply.status)
                 return self._send_json(reply.status, payload, reply.headers, log)
+            if endpoint != "/chat/completions":
+                answer = fake._answer(endpoint, log, reply)
+                log.status = 200
+                return self._send_json(200, answer, reply.headers, log)
             contents, model, usage = fake._completion(log, reply)
             log.model, log.content = model, contents
             if body.get("stream"):

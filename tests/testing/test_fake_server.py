@@ -241,3 +241,33 @@ def test_default_responder_json_adapter(server):
         pred = dspy.Predict("question -> answer, score: float, ok: bool, tags: list[str]")(question="rate this")
     assert (pred.answer, pred.score, pred.ok, pred.tags) == ("Answer to: rate this", 42.0, True, [])
     assert json.loads(server.requests[0].content[0])["ok"] is True
+
+
+def post_to(url, path, body):
+    """POST JSON to ``url + path``; returns (status, decoded body)."""
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def test_responses_and_embeddings_endpoints_report_their_apis_usage_shapes(server):
+    """/v1/responses answers with input/output tokens and their details; /v1/embeddings with prompt/total tokens
+    and one vector per input (base64 float32 when asked, as the OpenAI SDK asks by default)."""
+    import base64
+    import struct
+
+    server.defaults.update(cached_tokens=2, reasoning_tokens=1)
+    status, body = post_to(server.url, "/responses", {"model": "gpt-4o-mini", "input": "say hi to me"})
+    assert status == 200 and body["object"] == "response" and body["model"] == "gpt-4o-mini-2024-07-18"
+    assert body["output"][0]["content"][0]["type"] == "output_text"
+    usage = body["usage"]
+    assert usage["input_tokens"] == 4 + 4 and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["input_tokens_details"] == {"cached_tokens": 2}
+    assert usage["output_tokens_details"]["reasoning_tokens"] == 1
+    status, body = post_to(server.url, "/embeddings", {"model": "text-embedding-3-small", "input": ["a b c", "d"]})
+    assert status == 200 and [d["index"] for d in body["data"]] == [0, 1]
+    assert body["usage"] == {"prompt_tokens": 4, "total_tokens": 4} == server.requests[-1].usage
+    _, packed = post_to(server.url, "/embeddings", {"model": "m", "input": "a b c", "encoding_format": "base64"})
+    raw = base64.b64decode(packed["data"][0]["embedding"])
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(body["data"][0]["embedding"], abs=1e-6)
