@@ -325,7 +325,8 @@ class UsageWriter:
         return True
 
     def _release_waiters(self) -> None:
-        if self._pending or self.backlog.waiting:
+        # Settled reservations count too: a flush taken with a settle (by the journal's compaction) must wait for it.
+        if self._pending or self._settled or self.backlog.waiting:
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
