@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._ids import parse_id
 from .errors import ConfigurationError
@@ -189,6 +189,11 @@ class _Fields:
         if not isinstance(value, bool):
             raise ConfigurationError(self.source, self._name(key), value, "must be true or false")
         return value
+
+    @overload
+    def text(self, key: str, required: Literal[True]) -> str: ...
+    @overload
+    def text(self, key: str, required: bool = False) -> str | None: ...
 
     def text(self, key: str, required: bool = False) -> str | None:
         value = self.data.get(key)

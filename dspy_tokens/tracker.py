@@ -71,7 +71,7 @@ class TokenTracker(CallRecorder):
         self._retention = RetentionScheduler(self._reports, self.config, self.retention_interval,
                                              on_done=self._store.reset_connection)
         self._spill_dir = Path(spill_dir) if spill_dir else default_spill_dir(self._store)
-        self._writer_options = dict(max_buffer=max_buffer, batch_size=batch_size)
+        self._writer_options: dict[str, Any] = dict(max_buffer=max_buffer, batch_size=batch_size)
         self._start_writer()
 
     def _start_writer(self) -> None:
@@ -147,7 +147,7 @@ class TokenTracker(CallRecorder):
         return config
 
     # -- limits ------------------------------------------------------------------------------------
-    def check(self, user_id: int | None = None, guild_id: int | None = None, *, model: str | None = None,
+    def check(self, user_id: int | str | None = None, guild_id: int | str | None = None, *, model: str | None = None,
               estimate: int | None = None, role_ids: Sequence[int] = (), now=None) -> LimitDecision:
         """May this user/guild run a request of ``estimate`` tokens now? Reads only; reserves nothing.
 
@@ -186,6 +186,7 @@ class TokenTracker(CallRecorder):
                 self._start_writer()
                 self._retention.stopped = False
                 self._closed = False
+            assert self._writer is not None  # a recording tracker always has one (readers never get here)
         return self._writer
 
     def _emit_after_close(self, call: ObservedCall) -> None:
@@ -251,7 +252,7 @@ class TokenTracker(CallRecorder):
         ``feature=``, ``model=``. See :meth:`Reports.summary`."""
         return self.reports.summary(period, **filters)
 
-    def breakdown(self, by: str, period=None, **filters) -> list[Group]:
+    def breakdown(self, by: str | tuple[str, str], period=None, **filters) -> list[Group]:
         """Totals per ``"user" | "guild" | "model" | "feature" | "day" | "session"``, or per day and dimension
         (``("day", "model")``); see :meth:`Reports.breakdown`."""
         return self.reports.breakdown(by, period, **filters)

@@ -28,7 +28,8 @@ def describe(decision: LimitDecision, rule: Rule) -> str:
         return f"{head}; {amount_text(decision.metric, decision.remaining)} {unit}".rstrip() + " left."
     need = amount_text(decision.metric, decision.requested)
     if decision.resets_at is None:
-        when = ("This request is larger than the whole limit." if decision.requested > decision.limit
+        when = ("This request is larger than the whole limit."
+                if decision.limit is not None and decision.requested > decision.limit
                 else "Usage in flight must finish first; try again shortly.")
     else:
         when = f"Enough frees up at {decision.resets_at:%Y-%m-%d %H:%M} UTC."

@@ -122,7 +122,7 @@ class Group(Totals):
     ``("day", dimension)`` breakdown has that pair as ``by`` and ``(date, key)`` pairs as keys."""
 
     by: str | tuple[str, str] = ""
-    key: object = None
+    key: Any = None
     first_at: datetime | None = None
     last_at: datetime | None = None
 

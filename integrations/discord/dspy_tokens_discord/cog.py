@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import discord
 from discord import app_commands
@@ -70,7 +70,7 @@ def per_day(days: Sequence[Group], since: datetime, until: Optional[datetime] = 
 
 async def _stats_admin(interaction: discord.Interaction) -> bool:
     """Runtime check of /token-stats (``default_permissions`` is only a hint server admins can change)."""
-    cog = interaction.command.binding if interaction.command is not None else None
+    cog = getattr(interaction.command, "binding", None)  # a context menu has none
     settings = cog.settings if isinstance(cog, TokenUsageCog) else DiscordSettings.resolve()
     return await require_admin(interaction, settings)
 
@@ -195,7 +195,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
                             top_users=view.top_users, top_servers=view.top_servers, by_model=view.by_model,
                             by_feature=view.by_feature, days=view.days, server_label=self._server_label,
                             chart=file is not None)
-        kwargs = {"file": file} if file is not None else {}
+        kwargs: dict[str, Any] = {"file": file} if file is not None else {}
         await interaction.followup.send(embed=embed, ephemeral=True, **kwargs)
 
     def _server_label(self, guild_id) -> str:
@@ -249,6 +249,9 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             channel = await self.bot.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise TypeError(f"report_channel_id {channel_id} is a {type(channel).__name__}, where no message can be "
+                            "sent: give a text channel or thread")
         now = now or utcnow()
         since = now - timedelta(seconds=self.settings.report_interval_seconds)
         guild = getattr(channel, "guild", None)
@@ -303,5 +306,6 @@ async def setup(bot: commands.Bot) -> None:
     tracker = getattr(bot, "token_tracker", None)
     if tracker is None:
         from dspy_tokens import TokenTracker
-        tracker = bot.token_tracker = TokenTracker()
+        tracker = TokenTracker()
+        bot.token_tracker = tracker  # type: ignore[attr-defined]  # the attribute this setup reads above
     await bot.add_cog(TokenUsageCog(bot, tracker))
