@@ -9,11 +9,12 @@ ephemeral message; anything else a generic ephemeral message, and the traceback 
 """
 
 import asyncio
+import io
 import logging
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import discord
 from discord import app_commands
@@ -22,6 +23,9 @@ from discord.ext import commands, tasks
 from dspy_tokens import CallRecord, Group, LimitDecision, Summary
 
 from .config import DiscordSettings
+
+if TYPE_CHECKING:
+    from dspy_tokens import TokenTracker
 from .embeds import CHART_FILENAME, GENERIC_ERROR, PERIOD_LABELS, report_embed, stats_embed, usage_embed
 from .permissions import has_super_role, is_admin, is_owner, require_admin, role_ids_of
 
@@ -39,7 +43,7 @@ def utcnow() -> datetime:
 
 
 # -- reading usage: the core's report API, ranked and shaped for Discord (all blocking: run in a thread) ----
-def flush(tracker, timeout: float = FLUSH_SECONDS) -> bool:
+def flush(tracker: "TokenTracker", timeout: float = FLUSH_SECONDS) -> bool:
     """Wait (briefly) until calls already made are committed, so a user sees the request they just made."""
     try:
         return tracker.flush(timeout)
@@ -103,8 +107,10 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
     :mod:`dspy_tokens_discord.config`.
     """
 
-    def __init__(self, bot: commands.Bot, tracker, *, super_role_ids=None, report_channel_id=None,
-                 report_interval_seconds=None, report_top_users=None, admin_permission=None):
+    def __init__(self, bot: commands.Bot, tracker: "TokenTracker", *,
+                 super_role_ids: str | Iterable[int | str] | None = None, report_channel_id: int | str | None = None,
+                 report_interval_seconds: float | str | None = None, report_top_users: int | str | None = None,
+                 admin_permission: str | None = None) -> None:
         self.bot = bot
         self.tracker = tracker
         self.settings = DiscordSettings.resolve(
@@ -132,7 +138,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
     # -- /token-usage ----------------------------------------------------------------------------------
     @app_commands.command(name="token-usage", description="Show your token usage and limits")
     @app_commands.describe(user="Admins only: the member whose usage to show")
-    async def token_usage(self, interaction: discord.Interaction, user: Optional[discord.User] = None):
+    async def token_usage(self, interaction: discord.Interaction, user: Optional[discord.User] = None) -> None:
         subject = user or interaction.user
         is_self = subject.id == interaction.user.id
         if user is not None and not await is_admin(interaction, self.settings):
@@ -152,7 +158,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             avatar_url=subject.display_avatar.url if user is not None else None)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
-    def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids, *, with_recent: bool,
+    def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids: Iterable[int], *, with_recent: bool,
                     bypassed: bool) -> UsageView:
         t = self.tracker
         flush(t)  # so the request just made is counted
@@ -177,7 +183,8 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
                app_commands.Choice(name="All servers (bot owner only)", value="all")])
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.check(_stats_admin)
-    async def token_stats(self, interaction: discord.Interaction, period: str = "7d", scope: str = "server"):
+    async def token_stats(self, interaction: discord.Interaction, period: str = "7d",
+                          scope: str = "server") -> None:
         everywhere = scope == "all" or interaction.guild_id is None
         if everywhere and not await is_owner(interaction.client, interaction.user):
             await interaction.response.send_message("🚫 Only the bot owner can see every server's usage.",
@@ -198,7 +205,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         kwargs: dict[str, Any] = {"file": file} if file is not None else {}
         await interaction.followup.send(embed=embed, ephemeral=True, **kwargs)
 
-    def _server_label(self, guild_id) -> str:
+    def _server_label(self, guild_id: int | None) -> str:
         guild = self.bot.get_guild(guild_id) if guild_id is not None else None
         return discord.utils.escape_markdown(guild.name) if guild is not None else f"server `{guild_id}`"
 
@@ -207,7 +214,8 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         flush(t)
         totals = t.summary(period, guild_id=guild_id)  # the core resolves the period: read its bounds back
         since, until = totals.since, totals.until
-        scope = dict(since=since, until=until, guild_id=guild_id)
+        assert since is not None  # every period offered (today, 7d, 30d) has a start
+        scope: dict[str, Any] = dict(since=since, until=until, guild_id=guild_id)
         servers = t.top(TOP_SERVERS, by="tokens", scope="guild", since=since, until=until) if everywhere else None
         return StatsView(
             totals=totals,
@@ -220,7 +228,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
 
     # -- scheduled report ------------------------------------------------------------------------------
     @tasks.loop(seconds=86_400)
-    async def report_loop(self):
+    async def report_loop(self) -> None:
         try:
             await self.send_report()
         except asyncio.CancelledError:
@@ -229,7 +237,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             log.exception("the scheduled token usage report failed")
 
     @report_loop.before_loop
-    async def _before_report(self):
+    async def _before_report(self) -> None:
         await self.bot.wait_until_ready()
         # Fire on interval boundaries (86400 s: 00:00 UTC), not "N seconds after each restart".
         interval = self.settings.report_interval_seconds
@@ -293,7 +301,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             log.warning("could not send the error message for an interaction", exc_info=True)
 
 
-def _render_chart(days):
+def _render_chart(days: Sequence[Any]) -> io.BytesIO | None:
     if not days:
         return None
     from .charts import usage_chart  # matplotlib is imported on first use (about a second)

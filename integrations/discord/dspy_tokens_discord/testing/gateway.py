@@ -31,15 +31,15 @@ async def start(bot: discord.Client, guilds: Iterable[dict]) -> None:
     await asyncio.wait_for(bot.wait_until_ready(), READY_TIMEOUT)
 
 
-def deliver_interaction(bot, payload: dict) -> None:
+def deliver_interaction(bot: Any, payload: dict) -> None:
     bot._connection.parse_interaction_create(payload)
 
 
-def deliver_message(bot, payload: dict) -> None:
+def deliver_message(bot: Any, payload: dict) -> None:
     bot._connection.parse_message_create(payload)
 
 
-def add_role(bot, guild_id: int, role: dict) -> None:
+def add_role(bot: Any, guild_id: int, role: dict) -> None:
     bot._connection.parse_guild_role_create({"guild_id": str(guild_id), "role": role})
 
 
