@@ -56,7 +56,10 @@ def _target(ctx: Context, backend: str, name: str) -> str:
     from .datagen import private_database
 
     if backend == "sqlite":
-        return f"sqlite:///{ctx.work_dir / f'{name}.db'}"
+        path = ctx.work_dir / f"{name}.db"
+        for leftover in ctx.work_dir.glob(f"{name}.db*"):  # the last round's file, with its WAL
+            leftover.unlink()
+        return f"sqlite:///{path}"
     return private_database(backend, f"dspy_tokens_bench_{name}", recreate=True)
 
 
