@@ -136,6 +136,9 @@ def _jsonl_rows(lines: Iterable[str], name: str, zone: tzinfo | None) -> Iterato
         if not line.strip():
             continue
         where = f"{name}:{number}"
+        if line.strip() == "[":
+            raise ValueError(f"{where}: a JSON array (`export --format json`); import reads JSON lines: export "
+                             "with --format jsonl")
         try:
             cells = json.loads(line, parse_float=Decimal)
         except ValueError as exc:

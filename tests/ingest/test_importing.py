@@ -129,8 +129,9 @@ def test_an_export_imported_into_a_fresh_database_round_trips(source, database_u
 
 
 def test_copy_refuses_what_it_cannot_do(source, tmp_path):
-    """One-line errors: a missing source database, the same database as both ends, and an anonymized export
-    (its ids are pseudonyms) are refused, naming the fix; nothing is created."""
+    """One-line errors: a missing source database, the same database as both ends, an anonymized export (its ids
+    are pseudonyms) and a JSON array read as JSON lines are refused, naming the fix; a file whose name does not
+    tell its format is a usage error."""
     missing = run("copy", "--from", str(tmp_path / "nothing.db"), "--to", source)
     assert missing.exit_code == 1 and "no database at" in missing.output
     assert not (tmp_path / "nothing.db").exists()
@@ -141,8 +142,14 @@ def test_copy_refuses_what_it_cannot_do(source, tmp_path):
     refused = run("import", str(anonymized), "-d", str(tmp_path / "target.db"))
     assert refused.exit_code == 1
     assert "anon.jsonl:1: " in refused.output and "anonymized exports cannot be imported" in refused.output
-    unknown = run("import", source.removeprefix("sqlite:///") + ".txt", "-d", str(tmp_path / "t.db"))
-    assert unknown.exit_code == 2
+    array = tmp_path / "usage.json"
+    assert run("export", "--format", "json", "-o", str(array), "-d", source).exit_code == 0
+    wrong_format = run("import", str(array), "--format", "jsonl", "-d", str(tmp_path / "target.db"))
+    assert wrong_format.exit_code == 1 and "export with --format jsonl" in wrong_format.output
+    notes = tmp_path / "usage.txt"
+    notes.write_text("calls")
+    unknown = run("import", str(notes), "-d", str(tmp_path / "t.db"))
+    assert unknown.exit_code == 2 and "give --format" in unknown.output
 
 
 def test_copy_warns_about_usage_that_survives_only_in_rollups(source, database_url):
