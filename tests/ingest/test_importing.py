@@ -158,3 +158,14 @@ def test_copy_warns_about_usage_that_survives_only_in_rollups(source, database_u
     result = run("copy", "--from", source, "--to", database_url)
     assert result.exit_code == 0, result.output
     assert "survive only in its daily and monthly rollups" in result.stderr
+
+
+def test_copy_from_a_server_back_down_to_sqlite(database_url, tmp_path):
+    """The other way too (PostgreSQL/MariaDB rows read back as exact Decimal costs and UTC times): a copy into a
+    SQLite file answers every report as its source does."""
+    insert(database_url, random_rows(300, seed=5) + list(hand_rows().values()))
+    target = f"sqlite:///{tmp_path / 'down.db'}"
+    result = run("copy", "--from", database_url, "--to", target)
+    assert result.exit_code == 0, result.output
+    assert rows_without_ids(target) == rows_without_ids(database_url)
+    assert reports_of(target) == reports_of(database_url)
