@@ -29,6 +29,7 @@ BENCHMARKS = {
     "reports": ("benchmarks.bench_reports", "4. reports and export at scale"),
     "eventloop": ("benchmarks.bench_eventloop", "5. event-loop impact of 100 concurrent acalls"),
     "web": ("benchmarks.bench_web", "6. web API and dashboard at scale (p50/p99 over HTTP)"),
+    "copy": ("benchmarks.bench_copy", "7. dspy-tokens copy: SQLite into each backend"),
 }
 DEFAULT_CACHE = Path(os.environ.get("DSPY_TOKENS_BENCH_CACHE", Path(tempfile.gettempdir()) / "dspy-tokens-bench-cache"))
 

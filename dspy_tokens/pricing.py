@@ -64,7 +64,7 @@ def price_map_rates(model: str | None) -> tuple[ModelPrice, str] | None:
 
 def compute_cost(counts: TokenCounts, price: ModelPrice) -> Decimal | None:
     """Disjoint buckets: uncached input, cache read, visible output, reasoning. Nothing is counted twice."""
-    if counts.prompt is None or counts.completion is None:
+    if counts.prompt is None or counts.completion is None or price.input is None or price.output is None:
         return None
     cached, reasoning = counts.cached or 0, counts.reasoning or 0
     cache_rate = price.cache_read if price.cache_read is not None else price.input

@@ -16,7 +16,7 @@ import threading
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from . import lifecycle
 from .capture import CallRecorder, ObservedCall
@@ -25,13 +25,14 @@ from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, defau
 from .limits import Guard, LimitDecision, Limiter, rolling_window_start
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
+from .reports.periods import Period
 from .store import Store, UsageRow, redact
 
 EXIT_FLUSH_SECONDS = 5.0  # what close() may take at exit or on SIGTERM (docker stop waits 10 s, then SIGKILLs)
 log = logging.getLogger("dspy_tokens")
 
 
-def _load(source, kind, loader):
+def _load(source: Any, kind: type, loader: Callable[[Any], Any]) -> Any:
     return source if isinstance(source, kind) else loader(source)
 
 
@@ -71,7 +72,7 @@ class TokenTracker(CallRecorder):
         self._retention = RetentionScheduler(self._reports, self.config, self.retention_interval,
                                              on_done=self._store.reset_connection)
         self._spill_dir = Path(spill_dir) if spill_dir else default_spill_dir(self._store)
-        self._writer_options = dict(max_buffer=max_buffer, batch_size=batch_size)
+        self._writer_options: dict[str, Any] = dict(max_buffer=max_buffer, batch_size=batch_size)
         self._start_writer()
 
     def _start_writer(self) -> None:
@@ -123,7 +124,7 @@ class TokenTracker(CallRecorder):
         only by the journal. Call once, from the main thread. See the README's "Containers"."""
         lifecycle.install_signal_handlers(weakref.WeakMethod(self._close_for_exit), signals, timeout)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # dspy.settings.save / program.save(save_program=True) pickle the callbacks: restored as the open tracker
         # of the same database in the loading process (threads and connections are never pickled).
         return lifecycle.restore, (lifecycle.key_of(self._store.url), redact(self._store.url))
@@ -199,6 +200,7 @@ class TokenTracker(CallRecorder):
                 self._start_writer()
                 self._retention.stopped = False
                 self._closed = False
+            assert self._writer is not None  # a recording tracker always has one (readers never get here)
         return self._writer
 
     def _emit_after_close(self, call: ObservedCall) -> None:
@@ -258,18 +260,19 @@ class TokenTracker(CallRecorder):
         """:class:`~dspy_tokens.Reports` over this tracker's database."""
         return self._reports
 
-    def summary(self, period=None, **filters) -> Summary:
+    def summary(self, period: Period = None, **filters: Any) -> Summary:
         """Totals of ``period`` (``"today"``, ``"week"``, ``"month"`` — UTC calendar periods —, ``"all"``/None,
         a ``timedelta`` or ``"7d"``; or ``since=``/``until=``), optionally for ``user_id=``, ``guild_id=``,
         ``feature=``, ``model=``. See :meth:`Reports.summary`."""
         return self.reports.summary(period, **filters)
 
-    def breakdown(self, by: str, period=None, **filters) -> list[Group]:
+    def breakdown(self, by: str | tuple[str, str], period: Period = None, **filters: Any) -> list[Group]:
         """Totals per ``"user" | "guild" | "model" | "feature" | "day" | "session"``, or per day and dimension
         (``("day", "model")``); see :meth:`Reports.breakdown`."""
         return self.reports.breakdown(by, period, **filters)
 
-    def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period=None, **filters) -> list[Group]:
+    def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period: Period = None,
+            **filters: Any) -> list[Group]:
         """The ``n`` users (or guilds) with the most tokens (or cost); see :meth:`Reports.top`."""
         return self.reports.top(n, by, scope, period, **filters)
 
@@ -277,7 +280,7 @@ class TokenTracker(CallRecorder):
         """A session's calls in call order; see :meth:`Reports.session`."""
         return self.reports.session(session_id)
 
-    def recent_sessions(self, limit: int = 10, **filters) -> list[Group]:
+    def recent_sessions(self, limit: int = 10, **filters: Any) -> list[Group]:
         """The sessions with the latest calls, latest first; see :meth:`Reports.recent_sessions`."""
         return self.reports.recent_sessions(limit, **filters)
 
@@ -285,7 +288,7 @@ class TokenTracker(CallRecorder):
         """A user's last ``limit`` calls (in one guild, if given), newest first."""
         return self.reports.recent_calls(user_id, guild_id, limit)
 
-    def export(self, fmt: str = "csv", out=None, **options) -> int:
+    def export(self, fmt: str = "csv", out: str | os.PathLike[str] | TextIO | None = None, **options: Any) -> int:
         """Stream rows as CSV/JSON/JSONL to a file object or path; see :meth:`Reports.export`."""
         return self.reports.export(fmt, out, **options)
 

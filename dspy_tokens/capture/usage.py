@@ -69,6 +69,7 @@ def _consistent_total(prompt: int | None, completion: int | None, total: int | N
                             f"counted {parts}")
         return parts
     known, missing = (prompt, "completion_tokens") if prompt is not None else (completion, "prompt_tokens")
+    assert known is not None  # not both parts are missing: the caller counts no usage then
     problems.append(f"{missing} missing")
     if total is None or total < known:
         return known

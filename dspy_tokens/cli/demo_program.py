@@ -70,7 +70,7 @@ def usage_tables(tracker: TokenTracker, since: datetime | None = None, limit: in
         return "-" if user_id is None else f"{names.get(user_id, '?')} ({user_id})"
 
     sessions = tracker.breakdown("session", since=since, limit=limit)
-    owners = {g.key: (tracker.session(g.key) or [{"user_id": None}])[0]["user_id"] for g in sessions}
+    owners = {g.key: next((call["user_id"] for call in tracker.session(g.key)), None) for g in sessions}
     users = sorted(tracker.breakdown("user"), key=lambda g: -g.total_tokens)[:limit]
     file = sqlite_path(tracker.database_url)
     database = str(file) if file is not None else redact(tracker.database_url)

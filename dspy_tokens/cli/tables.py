@@ -77,7 +77,9 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence], title: str | 
         table.add_row(*(["(no rows)"] + [""] * (len(headers) - 1)))
     out = io.StringIO()
     console = Console(file=out, width=stdout.width if terminal else PIPED_WIDTH, force_terminal=terminal,
-                      color_system=stdout.color_system if terminal else None, no_color=stdout.no_color,
+                      # rich names the colour system it detected with a name Console accepts
+                      color_system=stdout.color_system if terminal else None,  # type: ignore[arg-type]
+                      no_color=stdout.no_color,
                       highlight=False)
     if title:  # above the table, not as its title: rich would wrap a title to the table's width
         console.print(Text(title, style="bold" if terminal else ""))

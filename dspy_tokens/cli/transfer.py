@@ -68,8 +68,8 @@ def copy(source_url, target_url, batch_size, as_json):
               help="What FILE is: a `dspy-tokens export` as JSON lines or CSV, or GePeTo's SQLite database "
                    "(token_usage table). Default: from the file name (.jsonl, .csv, .db/.sqlite).")
 @click.option("--timezone", "zone", default=None, metavar="TZ",
-              help="IANA zone of naive timestamps (required for gepeto-sqlite: the zone of the bot's host, "
-                   "e.g. Europe/Berlin or UTC).")
+              help="IANA zone of naive timestamps: GePeTo's token manager wrote local times, which need the "
+                   "zone of the bot's host (e.g. Europe/Berlin or UTC).")
 @batch_option
 @config_option
 @json_option
@@ -77,18 +77,15 @@ def copy(source_url, target_url, batch_size, as_json):
 @one_line_errors
 def import_(file, fmt, zone, batch_size, config_path, as_json, database):
     """Add the calls in FILE to the database. Our own exports round-trip exactly (not anonymized ones); GePeTo
-    rows get ids derived from their content, their local times are converted to UTC with --timezone, and their
-    cost is priced from models.json or the price map (cost_source import:...). Importing a file again adds
-    nothing."""
+    rows (its token_usage or usage table) get ids derived from their content, their local times are converted to
+    UTC with --timezone, and their cost is priced from models.json or the price map (cost_source import:...).
+    Importing a file again adds nothing."""
     from dspy_tokens.ingest import import_file  # imports DSPy: only for this command
     from dspy_tokens.pricing import PriceBook
 
     fmt = fmt or _SUFFIXES.get(Path(file).suffix.lower())
     if fmt is None:
         raise click.UsageError(f"cannot tell the format of {file} from its name: give --format")
-    if fmt == "gepeto-sqlite" and not zone:
-        raise click.UsageError("gepeto-sqlite needs --timezone TZ: GePeTo wrote local times without a zone; give "
-                               "the zone of the bot's host (e.g. Europe/Berlin, or UTC)")
     store = Store(database)
     prices = PriceBook(load_config(config_path)) if fmt == "gepeto-sqlite" else None
     started = time.perf_counter()

@@ -28,13 +28,17 @@ def gepeto_call_uuid(raw: dict[str, Any]) -> str:
     return str(uuid.uuid5(GEPETO_NAMESPACE, identity))
 
 
-def gepeto_time(value: Any, zone: tzinfo) -> datetime:
-    """GePeTo's ``timestamp`` (``datetime.now().isoformat()``: naive local time) in UTC; a time that carries an
-    offset keeps it. An ambiguous local time (the hour repeated when summer time ends) is read as the first."""
+def gepeto_time(value: Any, zone: tzinfo | None) -> datetime:
+    """GePeTo's ``timestamp`` in UTC: the token manager's are naive local times (DSPy's
+    ``datetime.now().isoformat()``), read in ``zone``, which they need; a time that carries an offset keeps it. An
+    ambiguous local time (the hour repeated when summer time ends) is read as the first."""
     if not isinstance(value, str):
-        raise ValueError(f"GePeTo timestamp must be ISO 8601 text, got {value!r}")
+        raise ValueError(f"timestamp must be ISO 8601 text, got {value!r}")
     moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     if moment.tzinfo is None:
+        if zone is None:
+            raise ValueError(f"timestamp {value!r} is a local time without a zone: give the zone of the bot's "
+                             "host with --timezone (e.g. Europe/Berlin, or UTC)")
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(timezone.utc)
 
@@ -47,7 +51,7 @@ def _count(value: Any) -> int | None:
     return int(value)
 
 
-def gepeto_row(raw: dict[str, Any], zone: tzinfo, prices: PriceBook) -> UsageRow:
+def gepeto_row(raw: dict[str, Any], zone: tzinfo | None, prices: PriceBook) -> UsageRow:
     """The row dspy-tokens stores for one GePeTo row. GePeTo kept no cost, cache or error information: the cost is
     priced now (``cost_source`` ``import:models.json`` / ``import:price_map``, or ``unknown``)."""
     call_uuid = gepeto_call_uuid(raw)
@@ -67,10 +71,10 @@ def gepeto_row(raw: dict[str, Any], zone: tzinfo, prices: PriceBook) -> UsageRow
         cost = prices.cost(TokenCounts(prompt, completion, total, reported=True), model)
         cost_usd = cost.usd
         cost_source = SOURCE_UNKNOWN if cost.usd is None else IMPORT_SOURCE_PREFIX + cost.source
-    session = raw["session_id"]
+    session = raw.get("session_id")
     return UsageRow(
         call_uuid=call_uuid, session_id=call_uuid if session in (None, "") else str(session),
-        call_index=int(raw["call_index"] or 0), user_id=who["user_id"], guild_id=who["guild_id"],
+        call_index=int(raw.get("call_index") or 0), user_id=who["user_id"], guild_id=who["guild_id"],
         channel_id=who["channel_id"], feature=None, module=None, model=model, response_model=None,
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cached_tokens=None,
         reasoning_tokens=None, cost_usd=cost_usd, cost_source=cost_source, cache_hit=False, usage_reported=reported,

@@ -77,10 +77,10 @@ def import_file(store: Store, path: str | Path, fmt: str, *, timezone: str | tzi
 
     ``fmt`` is ``jsonl`` or ``csv`` (a ``dspy-tokens export``, not anonymized: it round-trips exactly, JSON
     lines including the difference between NULL and empty text) or ``gepeto-sqlite`` (GePeTo's ``token_usage``
-    table: its naive local timestamps are read in ``timezone``, which it requires; each row gets a ``call_uuid``
-    derived from its content, so importing the file again adds nothing; costs are priced by ``prices`` (from
-    ``models.json`` or the price map) and marked ``import:<source>`` in ``cost_source``). ``timezone`` also
-    places naive times of the other formats; our exports have none.
+    or ``usage`` table: naive local timestamps are read in ``timezone``, which they need; each row gets a
+    ``call_uuid`` derived from its content, so importing the file again adds nothing; costs are priced by
+    ``prices`` (from ``models.json`` or the price map) and marked ``import:<source>`` in ``cost_source``).
+    ``timezone`` also places naive times of the other formats; our exports have none.
     """
     if fmt not in IMPORT_FORMATS:
         raise ConfigurationError("import", "format", fmt, f"must be one of {', '.join(IMPORT_FORMATS)}")
@@ -88,10 +88,6 @@ def import_file(store: Store, path: str | Path, fmt: str, *, timezone: str | tzi
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     zone = zone_of(timezone)
     if fmt == "gepeto-sqlite":
-        if zone is None:
-            raise ConfigurationError("import", "timezone", None, "is required for gepeto-sqlite: GePeTo wrote "
-                                     "local times without a zone; give the zone of the bot's host (e.g. "
-                                     "Europe/Berlin, or UTC)")
         if prices is None:
             raise ValueError("import_file: gepeto-sqlite needs prices= (a PriceBook) to price the calls")
         table = GepetoTable(path)
@@ -140,6 +136,9 @@ def _jsonl_rows(lines: Iterable[str], name: str, zone: tzinfo | None) -> Iterato
         if not line.strip():
             continue
         where = f"{name}:{number}"
+        if line.strip() == "[":
+            raise ValueError(f"{where}: a JSON array (`export --format json`); import reads JSON lines: export "
+                             "with --format jsonl")
         try:
             cells = json.loads(line, parse_float=Decimal)
         except ValueError as exc:

@@ -26,7 +26,7 @@ from .rows import storable
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: dead journals are not recognised automatically
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("dspy_tokens")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from ..capture import ObservedCall, TokenCounts, is_cache_hit, normalize_usage
 from ..pricing import SOURCE_UNKNOWN, PriceBook
@@ -35,7 +36,7 @@ def clean_text(value: str, limit: int | None = None) -> str:
 def storable(row: UsageRow) -> UsageRow:
     """The row with every text column cleaned (:func:`clean_text`) to fit its column: provider text (a model
     name, an error message) and user text (a feature) can never make a call unstorable."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for name, limit in TEXT_LIMITS.items():
         value = getattr(row, name)
         if isinstance(value, str):

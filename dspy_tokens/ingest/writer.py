@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import StorageError, StorageRejected
 from ..store import Store, UsageRow
@@ -58,7 +58,7 @@ class WriterStats:
 class UsageWriter:
     """Batches rows into the store on a daemon thread. ``submit`` never blocks and never raises."""
 
-    def __init__(self, store: Store, to_row: Callable[[object], UsageRow], spill_dir: Path,
+    def __init__(self, store: Store, to_row: Callable[[Any], UsageRow], spill_dir: Path,
                  max_buffer: int = 10_000, batch_size: int = 1_000, max_retry_delay: float = 5.0,
                  on_committed: Callable[[int], None] | None = None, journal: bool = True):
         self.store = store

@@ -80,9 +80,9 @@ class Limiter:
     def cost_estimate_pusd(self, model: str | None, tokens: int) -> int:
         """Dollars to hold for ``tokens``: priced at the model's dearer rate (an upper bound), 0 if unpriced."""
         found = self.prices.rates(model) if model else None
-        if not found:
+        price = found[0] if found else None
+        if price is None or price.input is None or price.output is None:
             return 0
-        price = found[0]
         return to_pico(tokens * max(price.input, price.output))
 
     # -- deciding ----------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def describe(decision: LimitDecision, rule: Rule) -> str:
         return text
     need = amount_text(decision.metric, decision.requested)
     if decision.resets_at is None:
-        when = ("This request is larger than the whole limit." if decision.requested > decision.limit
+        when = ("This request is larger than the whole limit." if decision.limit is not None and decision.requested > decision.limit
                 else "Usage in flight must finish first; try again shortly." if decision.reserved
                 else "Nothing frees up by itself; ask an administrator.")
     else:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..store import EXPORT_COLUMNS, Store
 from .pseudonyms import Pseudonyms
@@ -139,4 +139,5 @@ class _JsonArraySink(_JsonLinesSink):
         self.out.write("\n]\n")
 
 
-_SINKS = {"csv": _CsvSink, "json": _JsonArraySink, "jsonl": _JsonLinesSink}
+_SINKS: dict[str, Callable[[Any, bool], _CsvSink | _JsonLinesSink]] = {
+    "csv": _CsvSink, "json": _JsonArraySink, "jsonl": _JsonLinesSink}

@@ -14,11 +14,18 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
+from typing import Union
 
 from ..store.spans import RAW, Span
 from ..store.units import GRAIN_DAY, GRAIN_MONTH, date_of_day, day_of, day_of_month, midnight_of_day, month_of
 
 PERIODS = ("today", "week", "month", "all")
+#: What ``period=`` takes: ``"today" | "week" | "month" | "all" | None``, a ``timedelta``, or ``"7d"``/``"24h"``.
+Period = Union[str, timedelta, None]
+#: What ``since=``/``until=`` take: a UTC-aware ``datetime``, a ``date`` (00:00 UTC), or None (unbounded).
+Moment = Union[datetime, date, None]
+#: An id filter (``user_id=``, ``guild_id=``): an int or a string of digits (see :func:`dspy_tokens.parse_id`).
+IdFilter = Union[int, str, None]
 
 
 def utc_now() -> datetime:

@@ -21,8 +21,10 @@ then reads every measure for the N winners only. Measured at 10M rows on SQLite:
 
 from __future__ import annotations
 
+import operator
+import os
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable, TextIO
 
 from .._ids import optional_id
 from ..store import Store
@@ -30,7 +32,7 @@ from ..store.spans import ALL, RAW, Span
 from ..store.units import DIMENSIONS, MEASURES
 from . import export as _export
 from . import retention
-from .periods import period_bounds, plan_spans, utc_now
+from .periods import IdFilter, Moment, Period, period_bounds, plan_spans, utc_now
 from .results import CallRecord, CleanupResult, Group, Summary, totals_fields
 
 BREAKDOWNS = (*DIMENSIONS, "day", "session")
@@ -38,9 +40,10 @@ BREAKDOWNS = (*DIMENSIONS, "day", "session")
 RECENT_SESSIONS_SCAN = 5000
 
 
-def _filters(user_id=None, guild_id=None, feature=None, model=None) -> dict:
+def _filters(user_id: IdFilter = None, guild_id: IdFilter = None, feature: str | None = None,
+             model: str | None = None) -> dict:
     """The given filters as {dimension: value}, validated."""
-    found = {}
+    found: dict[str, int | str | None] = {}
     for dim, value in (("user", user_id), ("guild", guild_id)):
         if value is not None:
             try:
@@ -55,7 +58,7 @@ def _filters(user_id=None, guild_id=None, feature=None, model=None) -> dict:
     return found
 
 
-def _sortable(key):
+def _sortable(key: Any) -> tuple[int, Any, str]:
     return (0, key, "") if isinstance(key, int) else (1, 0, str(key))
 
 
@@ -73,11 +76,13 @@ class Reports:
     def __repr__(self) -> str:
         return f"Reports({self.store!r})"
 
-    def bounds(self, period=None, since=None, until=None) -> tuple[datetime | None, datetime | None]:
+    def bounds(self, period: Period = None, since: Moment = None,
+               until: Moment = None) -> tuple[datetime | None, datetime | None]:
         return period_bounds(period, since, until, self.clock())
 
-    def summary(self, period=None, *, since=None, until=None, user_id=None, guild_id=None, feature=None,
-                model=None) -> Summary:
+    def summary(self, period: Period = None, *, since: Moment = None, until: Moment = None,
+                user_id: IdFilter = None, guild_id: IdFilter = None, feature: str | None = None,
+                model: str | None = None) -> Summary:
         """Totals of a period (default: everything), optionally for one user/guild/feature/model."""
         since, until = self.bounds(period, since, until)
         filters = _filters(user_id, guild_id, feature, model)
@@ -91,8 +96,9 @@ class Reports:
                                               filters)
         return Summary(active_users=active, since=since, until=until, **totals_fields(values))
 
-    def breakdown(self, by: str, period=None, *, since=None, until=None, user_id=None, guild_id=None,
-                  feature=None, model=None, limit: int | None = None) -> list[Group]:
+    def breakdown(self, by: str | tuple[str, str], period: Period = None, *, since: Moment = None,
+                  until: Moment = None, user_id: IdFilter = None, guild_id: IdFilter = None,
+                  feature: str | None = None, model: str | None = None, limit: int | None = None) -> list[Group]:
         """Totals per user, guild, model, feature, day or session. Ordered by day for ``"day"``, latest first
         for ``"session"``, else by cost then tokens (largest first).
 
@@ -112,7 +118,7 @@ class Reports:
         items = [Group(by=by, key=key, first_at=extra[0], last_at=extra[1], **totals_fields(values))
                  for key, (values, extra) in groups.items()]
         if by == "day":
-            items.sort(key=lambda g: g.key)
+            items.sort(key=operator.attrgetter("key"))  # dates
         elif isinstance(by, tuple):
             items.sort(key=lambda g: (g.key[0], -g.cost_usd, -g.total_tokens, g.key[1] is None,
                                       _sortable(g.key[1])))
@@ -122,8 +128,9 @@ class Reports:
             items.sort(key=lambda g: (-g.cost_usd, -g.total_tokens, g.key is None, _sortable(g.key)))
         return items[:limit] if limit is not None else items
 
-    def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period=None, *, since=None, until=None,
-            user_id=None, guild_id=None, feature=None, model=None) -> list[Group]:
+    def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period: Period = None, *,
+            since: Moment = None, until: Moment = None, user_id: IdFilter = None, guild_id: IdFilter = None,
+            feature: str | None = None, model: str | None = None) -> list[Group]:
         """The ``n`` users (or guilds) with the most tokens (or cost). Calls without one are left out."""
         if by not in ("tokens", "cost"):
             raise ValueError(f"by={by!r}: top spenders are ranked by tokens or cost")
@@ -144,8 +151,8 @@ class Reports:
         self.store.connect()
         return self.store.records.session(session_id)  # type: ignore[return-value]
 
-    def recent_sessions(self, limit: int = 10, *, user_id=None, guild_id=None, feature=None,
-                        model=None) -> list[Group]:
+    def recent_sessions(self, limit: int = 10, *, user_id: IdFilter = None, guild_id: IdFilter = None,
+                        feature: str | None = None, model: str | None = None) -> list[Group]:
         """The ``limit`` sessions with the latest calls (among the last few thousand calls), latest first, each
         with the totals and first/last call times of all its calls (like ``breakdown("session")``)."""
         if limit < 1:
@@ -168,8 +175,10 @@ class Reports:
         self.store.connect()
         return self.store.records.recent(filters["user"], filters.get("guild"), limit)  # type: ignore[return-value]
 
-    def export(self, fmt: str = "csv", out=None, *, anonymize: bool = False, period=None, since=None, until=None,
-               user_id=None, guild_id=None, feature=None, model=None, batch_size: int = 5000,
+    def export(self, fmt: str = "csv", out: str | os.PathLike[str] | TextIO | None = None, *,
+               anonymize: bool = False, period: Period = None, since: Moment = None, until: Moment = None,
+               user_id: IdFilter = None, guild_id: IdFilter = None, feature: str | None = None,
+               model: str | None = None, batch_size: int = 5000,
                progress: Callable[[int], None] | None = None) -> int:
         """Stream the raw rows (id order) to ``out`` as CSV, a JSON array or JSON lines; see
         :func:`dspy_tokens.reports.export.export`."""
@@ -188,7 +197,8 @@ class Reports:
                                  dry_run=dry_run, keep_counters_days=keep_counters_days, progress=progress)
 
     # -- one query over the spans of a range ------------------------------------------------------------
-    def _collect(self, by, filters, since, until, rank: str | None = None, limit: int | None = None) -> dict:
+    def _collect(self, by: Any, filters: dict, since: datetime | None, until: datetime | None,
+                 rank: str | None = None, limit: int | None = None) -> dict:
         """key -> (measures, (first_at, last_at)), merged over the spans of ``[since, until)``.
 
         With ``rank`` ("tokens"/"cost") and ``limit`` this is a top-N, without the calls that have no key. It

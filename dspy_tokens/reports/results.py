@@ -45,7 +45,7 @@ def json_ready(value: Any, *, pseudonym: Callable[[str, int], str] | None = None
     return _shaped(value, None, pseudonym)
 
 
-def _shaped(value: Any, name: str | None, pseudonym) -> Any:
+def _shaped(value: Any, name: str | None, pseudonym: Callable[[str, int], str] | None) -> Any:
     if value is None or isinstance(value, (bool, str, float)):
         return value
     if isinstance(value, int):
@@ -74,7 +74,7 @@ def _shaped(value: Any, name: str | None, pseudonym) -> Any:
     raise TypeError(f"json_ready cannot shape {type(value).__name__} values ({value!r})")
 
 
-def _group_key(by, key, pseudonym):
+def _group_key(by: Any, key: Any, pseudonym: Callable[[str, int], str] | None) -> Any:
     if isinstance(by, tuple):
         return [_shaped(key[0], None, pseudonym), _group_key(by[1], key[1], pseudonym)]
     return _shaped(key, f"{by}_id" if by in ("user", "guild") else None, pseudonym)
@@ -122,7 +122,7 @@ class Group(Totals):
     ``("day", dimension)`` breakdown has that pair as ``by`` and ``(date, key)`` pairs as keys."""
 
     by: str | tuple[str, str] = ""
-    key: object = None
+    key: Any = None
     first_at: datetime | None = None
     last_at: datetime | None = None
 

@@ -10,6 +10,8 @@ not positively a data error is the database's state: rows are kept, never reject
 
 from __future__ import annotations
 
+from typing import Iterator
+
 UNAVAILABLE, CONFLICT, REJECTED = "unavailable", "conflict", "rejected"
 
 # PostgreSQL SQLSTATEs (Appendix A of its manual).
@@ -70,7 +72,7 @@ _DATABASE_ERRORS = {"DatabaseError", "InterfaceError", "PeeweeException"}  # DB-
 MAX_MESSAGE = 500
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     """The exception, then what caused it (Peewee's wrappers keep the driver's error as the context; an error
     raised while rolling back keeps the one that made the transaction fail)."""
     seen = set()

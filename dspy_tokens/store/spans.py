@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ._sql import pico_sql, raw_measures_sql, summed_measures_sql, text_sql
 from .units import DIMENSIONS, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, date_of_day, day_of
@@ -36,8 +36,8 @@ class Span:
     """A piece of a range: raw rows in ``[lo, hi)`` (datetimes), or day/month buckets in ``[lo, hi)``."""
 
     kind: str  # RAW, GRAIN_DAY or GRAIN_MONTH
-    lo: object = None  # None: unbounded
-    hi: object = None
+    lo: Any = None  # None: unbounded; a datetime for RAW, else an int bucket
+    hi: Any = None
 
     @property
     def single_bucket(self) -> bool:
@@ -93,7 +93,7 @@ class _Source:
     def to_db(self, key):
         return str(key) if self.text_keys else key
 
-    def tiebreak(self) -> str:
+    def tiebreak(self) -> str | None:
         # Rollup keys are text: numeric ids sort by length first, so ties fall in id order on every path.
         return f"LENGTH({self.column}), {self.column}" if self.text_keys else self.column
 
@@ -133,6 +133,8 @@ class SpanReader:
         if column and not source.unique:
             sql += f" GROUP BY {column}"
         if rank:
+            if limit is None:
+                raise ValueError("a ranked read needs a limit")
             sql += f" ORDER BY {source.metric[rank]} DESC, {source.tiebreak()} LIMIT {int(limit)}"
         parse = self._time_parser()
         for row in self.db.execute_sql(sql, params).fetchall():
@@ -237,7 +239,8 @@ class SpanReader:
             else:
                 source.column = f"day, {source.column}"
             return source
-        p, clauses, params = self._p, [], []
+        p, clauses = self._p, []
+        params: list[Any] = []
         if span.kind == RAW:
             where, params = self.raw_where(filters, span.lo, span.hi)
             clauses = [where] if where else []

@@ -172,7 +172,8 @@ class LimitWindows:
         name = "dspy_tokens_window_" + hashlib.sha1(sql.encode()).hexdigest()[:16]
         cursor = self.db.cursor()
         if name not in prepared:
-            numbered = re.sub(r"%s", lambda _, n=iter(range(1, len(params) + 1)): f"${next(n)}", sql)
+            numbers = iter(range(1, len(params) + 1))
+            numbered = re.sub(r"%s", lambda _: f"${next(numbers)}", sql)
             cursor.execute(f"PREPARE {name} AS {numbered}")
             prepared.add(name)
         cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)

@@ -47,6 +47,10 @@ from .replies import (
 ENDPOINTS = ("/chat/completions", "/responses", "/embeddings", "/systemone")
 
 
+class _FakeHTTPServer(ThreadingHTTPServer):
+    fake: FakeLLMServer  # the server whose replies and request log the handler uses
+
+
 @dataclass
 class Reply:
     """One scripted answer; every None falls back to the server's default."""
@@ -101,7 +105,7 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._queue: list[Reply] = []
         self._logs: list[RequestLog] = []
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
 
@@ -110,7 +114,7 @@ class FakeLLMServer:
         """Bind and serve in a daemon thread."""
         if self._httpd is not None:
             return self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        self._httpd = _FakeHTTPServer(("127.0.0.1", self.port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.fake = self
         self.port = self._httpd.server_address[1]
@@ -132,7 +136,8 @@ class FakeLLMServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self._httpd = self._thread = None
 
     def __enter__(self) -> "FakeLLMServer":

@@ -35,8 +35,8 @@ def create_app(tracker_or_database_url: TokenTracker | str | None = None, *, adm
     """
     tokens = Tokens.of(admin_token, read_token)
     owned = not isinstance(tracker_or_database_url, TokenTracker)
-    tracker = (TokenTracker.reader(tracker_or_database_url, config) if owned
-               else tracker_or_database_url)  # type: ignore[assignment]
+    tracker = (tracker_or_database_url if isinstance(tracker_or_database_url, TokenTracker)
+               else TokenTracker.reader(tracker_or_database_url, config))
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield

@@ -73,7 +73,7 @@ def stacked_bars(series: DailySeries, metric: str, palette: dict[str, str]) -> s
         calls = total.calls if total is not None else 0
         out.append(f'<g class="bar" data-day="{day.isoformat()}" data-value="{_text(value, metric)}" '
                    f'data-calls="{calls}">')
-        base = TOP + plot_h
+        base: float = TOP + plot_h
         for model in series.models:
             part = series.parts.get((day, model))
             if part is None:

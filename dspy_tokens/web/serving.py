@@ -75,7 +75,7 @@ class BackgroundServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
         self.socket.close()
-        close = getattr(self.server.config.app.state, "close", None)
+        close = getattr(getattr(self.server.config.app, "state", None), "close", None)
         if close is not None:
             close()  # the reader create_app opened for a URL
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from dspy_tokens import Reports
 from dspy_tokens.cli import main
 from dspy_tokens.store import Store
-from tests.support.db import all_rows, expected_counters, stored_counters
+from tests.support.db import all_rows, expected_counters, rows_in, stored_counters
 from tests.support.rows import insert, seed_row
 
 ALICE, BOB, GUILD, CHANNEL = 111111111111111111, 222222222222222222, 333333333333333333, 444444444444444444
@@ -111,11 +111,14 @@ def test_a_second_gepeto_import_adds_nothing_and_the_file_is_untouched(gepeto, d
 
 
 def test_gepeto_import_refuses_without_a_zone_or_with_the_wrong_file(gepeto, tmp_path):
-    """No --timezone is a usage error naming it (GePeTo's times have no zone; guessing would shift them by
-    hours); an unknown zone, a dspy-tokens database and a file that is not SQLite are one-line errors."""
+    """Local times without --timezone are refused before anything is written, naming the option (guessing would
+    shift every call by hours); an unknown zone, a dspy-tokens database and a file that is not SQLite are one-line
+    errors."""
     target = str(tmp_path / "usage.db")
     no_zone = run("import", str(gepeto), "--format", "gepeto-sqlite", "-d", target)
-    assert no_zone.exit_code == 2 and "--timezone" in no_zone.output
+    assert no_zone.exit_code == 1 and "local time without a zone" in no_zone.output
+    assert "--timezone" in no_zone.output
+    assert rows_in(f"sqlite:///{target}") == []
     bad_zone = run("import", str(gepeto), "--timezone", "Mars/Olympus", "-d", target)
     assert bad_zone.exit_code == 1 and "IANA time zone" in bad_zone.output
     ours = tmp_path / "ours.db"
@@ -126,3 +129,27 @@ def test_gepeto_import_refuses_without_a_zone_or_with_the_wrong_file(gepeto, tmp
     text.write_text("not a database")
     garbage = run("import", str(text), "--timezone", "UTC", "-d", target)
     assert garbage.exit_code == 1 and "SQLite database" in garbage.output
+
+
+def test_the_smaller_managers_usage_table_needs_no_zone(tmp_path, database_url):
+    """GePeTo's smaller manager keeps a ``usage`` table (user, model, tokens, UTC-aware ISO timestamps, no
+    session): it comes in without --timezone, one session per call, and a second import adds nothing."""
+    path = tmp_path / "token_usage.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE usage (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER, model TEXT, "
+                       "prompt_tokens INTEGER, completion_tokens INTEGER, total_tokens INTEGER, timestamp TEXT)")
+    connection.executemany(
+        "INSERT INTO usage (user_id, model, prompt_tokens, completion_tokens, total_tokens, timestamp) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(ALICE, "openai/gpt-4o-mini", 1000, 200, 1200, "2025-03-01T08:00:00.500000+00:00"),
+         (ALICE, "openai/gpt-4o-mini", 1000, 200, 1200, "2025-03-01T10:00:00+01:00")])
+    connection.commit()
+    connection.close()
+    first = run("import", str(path), "-d", database_url, "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["added"] == 2
+    rows = all_rows(database_url)
+    assert [r["created_at"] for r in rows] == [utc(2025, 3, 1, 8, 0, 0, 500000), utc(2025, 3, 1, 9)]
+    assert [r["session_id"] == r["call_uuid"] for r in rows] == [True, True]
+    assert [(r["user_id"], r["guild_id"], r["cost_usd"]) for r in rows] == [(ALICE, None, Decimal("0.00027"))] * 2
+    assert json.loads(run("import", str(path), "-d", database_url, "--json").stdout)["added"] == 0

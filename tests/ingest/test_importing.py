@@ -129,8 +129,9 @@ def test_an_export_imported_into_a_fresh_database_round_trips(source, database_u
 
 
 def test_copy_refuses_what_it_cannot_do(source, tmp_path):
-    """One-line errors: a missing source database, the same database as both ends, and an anonymized export
-    (its ids are pseudonyms) are refused, naming the fix; nothing is created."""
+    """One-line errors: a missing source database, the same database as both ends, an anonymized export (its ids
+    are pseudonyms) and a JSON array read as JSON lines are refused, naming the fix; a file whose name does not
+    tell its format is a usage error."""
     missing = run("copy", "--from", str(tmp_path / "nothing.db"), "--to", source)
     assert missing.exit_code == 1 and "no database at" in missing.output
     assert not (tmp_path / "nothing.db").exists()
@@ -141,8 +142,14 @@ def test_copy_refuses_what_it_cannot_do(source, tmp_path):
     refused = run("import", str(anonymized), "-d", str(tmp_path / "target.db"))
     assert refused.exit_code == 1
     assert "anon.jsonl:1: " in refused.output and "anonymized exports cannot be imported" in refused.output
-    unknown = run("import", source.removeprefix("sqlite:///") + ".txt", "-d", str(tmp_path / "t.db"))
-    assert unknown.exit_code == 2
+    array = tmp_path / "usage.json"
+    assert run("export", "--format", "json", "-o", str(array), "-d", source).exit_code == 0
+    wrong_format = run("import", str(array), "--format", "jsonl", "-d", str(tmp_path / "target.db"))
+    assert wrong_format.exit_code == 1 and "export with --format jsonl" in wrong_format.output
+    notes = tmp_path / "usage.txt"
+    notes.write_text("calls")
+    unknown = run("import", str(notes), "-d", str(tmp_path / "t.db"))
+    assert unknown.exit_code == 2 and "give --format" in unknown.output
 
 
 def test_copy_warns_about_usage_that_survives_only_in_rollups(source, database_url):
@@ -151,3 +158,14 @@ def test_copy_warns_about_usage_that_survives_only_in_rollups(source, database_u
     result = run("copy", "--from", source, "--to", database_url)
     assert result.exit_code == 0, result.output
     assert "survive only in its daily and monthly rollups" in result.stderr
+
+
+def test_copy_from_a_server_back_down_to_sqlite(database_url, tmp_path):
+    """The other way too (PostgreSQL/MariaDB rows read back as exact Decimal costs and UTC times): a copy into a
+    SQLite file answers every report as its source does."""
+    insert(database_url, random_rows(300, seed=5) + list(hand_rows().values()))
+    target = f"sqlite:///{tmp_path / 'down.db'}"
+    result = run("copy", "--from", database_url, "--to", target)
+    assert result.exit_code == 0, result.output
+    assert rows_without_ids(target) == rows_without_ids(database_url)
+    assert reports_of(target) == reports_of(database_url)

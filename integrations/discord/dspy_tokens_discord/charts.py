@@ -11,7 +11,7 @@ Rendering takes tens of milliseconds: the cog calls :func:`usage_chart` through 
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Any, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -72,7 +72,7 @@ def usage_figure(days: Sequence[Group], *, title: str = "Tokens and cost per day
         ax.bar_label(bars, labels=[_compact(t) if t < tall else "" for t in tokens], color=TEXT, fontsize=9,
                      padding=2)
     ax.grid(axis="y", color=TEXT, alpha=0.35, linewidth=0.6, zorder=0)
-    handles = [bars]
+    handles: list[Any] = [bars]
     costs = [float(g.cost_usd) for g in days]
     if any(costs):
         money = ax.twinx()

@@ -9,11 +9,12 @@ ephemeral message; anything else a generic ephemeral message, and the traceback 
 """
 
 import asyncio
+import io
 import logging
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import discord
 from discord import app_commands
@@ -22,6 +23,9 @@ from discord.ext import commands, tasks
 from dspy_tokens import CallRecord, Group, LimitDecision, Summary
 
 from .config import DiscordSettings
+
+if TYPE_CHECKING:
+    from dspy_tokens import TokenTracker
 from .embeds import CHART_FILENAME, GENERIC_ERROR, PERIOD_LABELS, report_embed, stats_embed, usage_embed
 from .permissions import has_super_role, is_owner, others_usage_scope, require_admin, role_ids_of
 
@@ -39,7 +43,7 @@ def utcnow() -> datetime:
 
 
 # -- reading usage: the core's report API, ranked and shaped for Discord (all blocking: run in a thread) ----
-def flush(tracker, timeout: float = FLUSH_SECONDS) -> bool:
+def flush(tracker: "TokenTracker", timeout: float = FLUSH_SECONDS) -> bool:
     """Wait (briefly) until calls already made are committed, so a user sees the request they just made."""
     try:
         return tracker.flush(timeout)
@@ -70,7 +74,7 @@ def per_day(days: Sequence[Group], since: datetime, until: Optional[datetime] = 
 
 async def _stats_admin(interaction: discord.Interaction) -> bool:
     """Runtime check of /token-stats (``default_permissions`` is only a hint server admins can change)."""
-    cog = interaction.command.binding if interaction.command is not None else None
+    cog = getattr(interaction.command, "binding", None)  # a context menu has none
     settings = cog.settings if isinstance(cog, TokenUsageCog) else DiscordSettings.resolve()
     return await require_admin(interaction, settings)
 
@@ -103,8 +107,10 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
     :mod:`dspy_tokens_discord.config`.
     """
 
-    def __init__(self, bot: commands.Bot, tracker, *, super_role_ids=None, report_channel_id=None,
-                 report_interval_seconds=None, report_top_users=None, admin_permission=None):
+    def __init__(self, bot: commands.Bot, tracker: "TokenTracker", *,
+                 super_role_ids: str | Iterable[int | str] | None = None, report_channel_id: int | str | None = None,
+                 report_interval_seconds: float | str | None = None, report_top_users: int | str | None = None,
+                 admin_permission: str | None = None) -> None:
         self.bot = bot
         self.tracker = tracker
         self.settings = DiscordSettings.resolve(
@@ -187,7 +193,8 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
                app_commands.Choice(name="All servers (bot owner only)", value="all")])
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.check(_stats_admin)
-    async def token_stats(self, interaction: discord.Interaction, period: str = "7d", scope: str = "server"):
+    async def token_stats(self, interaction: discord.Interaction, period: str = "7d",
+                          scope: str = "server") -> None:
         everywhere = scope == "all" or interaction.guild_id is None
         if everywhere and not await is_owner(interaction.client, interaction.user):
             await interaction.response.send_message("🚫 Only the bot owner can see every server's usage.",
@@ -205,10 +212,10 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
                             top_users=view.top_users, top_servers=view.top_servers, by_model=view.by_model,
                             by_feature=view.by_feature, days=view.days, server_label=self._server_label,
                             chart=file is not None)
-        kwargs = {"file": file} if file is not None else {}
+        kwargs: dict[str, Any] = {"file": file} if file is not None else {}
         await interaction.followup.send(embed=embed, ephemeral=True, **kwargs)
 
-    def _server_label(self, guild_id) -> str:
+    def _server_label(self, guild_id: int | None) -> str:
         guild = self.bot.get_guild(guild_id) if guild_id is not None else None
         return discord.utils.escape_markdown(guild.name) if guild is not None else f"server `{guild_id}`"
 
@@ -217,7 +224,8 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         flush(t)
         totals = t.summary(period, guild_id=guild_id)  # the core resolves the period: read its bounds back
         since, until = totals.since, totals.until
-        scope = dict(since=since, until=until, guild_id=guild_id)
+        assert since is not None  # every period offered (today, 7d, 30d) has a start
+        scope: dict[str, Any] = dict(since=since, until=until, guild_id=guild_id)
         servers = t.top(TOP_SERVERS, by="tokens", scope="guild", since=since, until=until) if everywhere else None
         return StatsView(
             totals=totals,
@@ -230,7 +238,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
 
     # -- scheduled report ------------------------------------------------------------------------------
     @tasks.loop(seconds=86_400)
-    async def report_loop(self):
+    async def report_loop(self) -> None:
         try:
             await self.send_report()
         except asyncio.CancelledError:
@@ -239,7 +247,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             log.exception("the scheduled token usage report failed")
 
     @report_loop.before_loop
-    async def _before_report(self):
+    async def _before_report(self) -> None:
         await self.bot.wait_until_ready()
         # Fire on interval boundaries (86400 s: 00:00 UTC), not "N seconds after each restart".
         interval = self.settings.report_interval_seconds
@@ -259,6 +267,9 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             channel = await self.bot.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise TypeError(f"report_channel_id {channel_id} is a {type(channel).__name__}, where no message can be "
+                            "sent: give a text channel or thread")
         now = now or utcnow()
         since = now - timedelta(seconds=self.settings.report_interval_seconds)
         guild = getattr(channel, "guild", None)
@@ -300,7 +311,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             log.warning("could not send the error message for an interaction", exc_info=True)
 
 
-def _render_chart(days):
+def _render_chart(days: Sequence[Any]) -> io.BytesIO | None:
     if not days:
         return None
     from .charts import usage_chart  # matplotlib is imported on first use (about a second)
@@ -313,5 +324,6 @@ async def setup(bot: commands.Bot) -> None:
     tracker = getattr(bot, "token_tracker", None)
     if tracker is None:
         from dspy_tokens import TokenTracker
-        tracker = bot.token_tracker = TokenTracker()
+        tracker = TokenTracker()
+        bot.token_tracker = tracker  # type: ignore[attr-defined]  # the attribute this setup reads above
     await bot.add_cog(TokenUsageCog(bot, tracker))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import discord
 
@@ -34,7 +34,7 @@ DEFAULT_ADMIN_PERMISSION = "manage_guild"
 MAX_REPORT_TOP_USERS = 25  # one ranked line each must fit the 4096-character embed description
 
 
-def _snowflake(source: str, value) -> int:
+def _snowflake(source: str, value: object) -> int:
     """A Discord id by the core's one id rule (:func:`dspy_tokens.parse_id`), else a
     :class:`~dspy_tokens.ConfigurationError` naming ``source``."""
     try:
@@ -55,7 +55,7 @@ def env_super_role_ids() -> frozenset[int]:
     return parse_role_ids(os.environ.get(ENV_SUPER_ROLE_IDS))
 
 
-def _number(source: str, value, kind, minimum):
+def _number(source: str, value: object, kind: Callable[[str], Any], minimum: float) -> Any:
     try:
         number = kind(str(value).strip())
     except ValueError:
@@ -65,7 +65,7 @@ def _number(source: str, value, kind, minimum):
     return number
 
 
-def _pick(given, env_name: str):
+def _pick(given: Any, env_name: str) -> tuple[Any, str]:
     """The constructor argument when given, else the environment variable when set and non-empty."""
     if given is not None:
         return given, f"argument for {env_name}"
@@ -82,8 +82,9 @@ class DiscordSettings:
     admin_permission: str = DEFAULT_ADMIN_PERMISSION
 
     @classmethod
-    def resolve(cls, *, super_role_ids=None, report_channel_id=None, report_interval_seconds=None,
-                report_top_users=None, admin_permission=None) -> "DiscordSettings":
+    def resolve(cls, *, super_role_ids: str | Iterable[int | str] | None = None,
+                report_channel_id: int | str | None = None, report_interval_seconds: float | str | None = None,
+                report_top_users: int | str | None = None, admin_permission: str | None = None) -> "DiscordSettings":
         roles, source = _pick(super_role_ids, ENV_SUPER_ROLE_IDS)
         channel, channel_source = _pick(report_channel_id, ENV_REPORT_CHANNEL_ID)
         interval, interval_source = _pick(report_interval_seconds, ENV_REPORT_INTERVAL)

@@ -19,7 +19,7 @@ import functools
 import inspect
 import logging
 import typing
-from typing import Any, Awaitable, Callable, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, TypeVar, Union, cast
 
 import discord
 import dspy
@@ -34,9 +34,13 @@ from .embeds import refusal_text
 from .replies import notice_for, say
 from .requester import Requester, Target, find_target, requester
 
+if TYPE_CHECKING:
+    from dspy_tokens import LimitDecision, TokenTracker
+
 log = logging.getLogger("dspy_tokens_discord")
 
 When = Callable[[Any], Union[bool, Awaitable[bool]]]
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
 class TokenLimitExceeded(dspy_tokens.TokenLimitExceeded, commands.CheckFailure):
@@ -49,7 +53,7 @@ class TokenLimitExceeded(dspy_tokens.TokenLimitExceeded, commands.CheckFailure):
     Catching ``dspy_tokens.TokenLimitExceeded`` catches it too.
     """
 
-    def __init__(self, decision):
+    def __init__(self, decision: LimitDecision) -> None:
         dspy_tokens.TokenLimitExceeded.__init__(self, decision)
 
 
@@ -59,7 +63,7 @@ class AppTokenLimitExceeded(TokenLimitExceeded, app_commands.CheckFailure):
 
 
 # -- the decorator -------------------------------------------------------------------------------------
-def _resolve_annotations(fn) -> None:
+def _resolve_annotations(fn: Callable[..., Any]) -> None:
     """PEP 563: discord.py resolves string annotations against the *wrapper's* module globals; resolve them
     against ``fn``'s own module now, before ``functools.wraps`` copies ``__annotations__``."""
     try:
@@ -77,7 +81,7 @@ async def _holds(when: When | None, target: Target) -> bool:
     return bool(result)
 
 
-def _with_tracker_callback(tracker):
+def _with_tracker_callback(tracker: TokenTracker) -> Any:
     """A ``dspy.context`` that adds the tracker to the callbacks if the program did not register it."""
     callbacks = list(dspy.settings.get("callbacks") or [])
     if any(cb is tracker for cb in callbacks):
@@ -85,8 +89,9 @@ def _with_tracker_callback(tracker):
     return dspy.context(callbacks=[*callbacks, tracker])
 
 
-def enforce_limits(tracker, *, when: When | None = None, raise_error: bool = False, estimate: int | None = None,
-                   feature: str | None = None, model: str | None = None, super_role_ids=None):
+def enforce_limits(tracker: TokenTracker, *, when: When | None = None, raise_error: bool = False,
+                   estimate: int | None = None, feature: str | None = None, model: str | None = None,
+                   super_role_ids: str | Iterable[int | str] | None = None) -> Callable[[Handler], Handler]:
     """Check (and reserve) usage limits before the handler; attribute its DSPy calls; refuse politely.
 
     :param tracker: the :class:`dspy_tokens.TokenTracker` whose database and ``models.json`` limits apply.
@@ -111,7 +116,7 @@ def enforce_limits(tracker, *, when: When | None = None, raise_error: bool = Fal
         raise ValueError(f"estimate must be a non-negative number of tokens, got {estimate!r}")
     super_roles = parse_role_ids(super_role_ids) if super_role_ids is not None else env_super_role_ids()
 
-    def decorate(fn):
+    def decorate(fn: Handler) -> Handler:
         if isinstance(fn, (app_commands.Command, app_commands.ContextMenu, app_commands.Group, commands.Command)):
             raise TypeError("@enforce_limits must sit below @app_commands.command / @commands.command "
                             "(directly on the async function)")
@@ -121,7 +126,7 @@ def enforce_limits(tracker, *, when: When | None = None, raise_error: bool = Fal
         default_feature = feature or fn.__name__
 
         @functools.wraps(fn)
-        async def wrapper(*args, **kwargs):
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
             target = find_target(args, kwargs)
             if target is None:
                 raise TypeError(f"@enforce_limits: {fn.__qualname__} received no Interaction, Context or Message")
@@ -157,13 +162,14 @@ def enforce_limits(tracker, *, when: When | None = None, raise_error: bool = Fal
                 await say(target, notice)
             return result
 
-        wrapper.__dspy_tokens_enforced__ = True
-        return wrapper
+        wrapper.__dspy_tokens_enforced__ = True  # type: ignore[attr-defined]  # a mark on the function object
+        return cast(Handler, wrapper)
 
     return decorate
 
 
-async def _run(fn, args, kwargs, extra):
+async def _run(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
+               extra: Any) -> Any:
     if extra is None:
         return await fn(*args, **kwargs)
     with extra:

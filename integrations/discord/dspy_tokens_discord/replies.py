@@ -44,7 +44,7 @@ _notified: "weakref.WeakKeyDictionary[Any, set]" = weakref.WeakKeyDictionary()
 
 
 def _scope_id(decision: LimitDecision, who: Requester) -> int | None:
-    return {"user": who.user_id, "guild": who.guild_id}.get(decision.scope, 0)
+    return {"user": who.user_id, "guild": who.guild_id}.get(decision.scope or "", 0)
 
 
 def notice_for(tracker, decision: LimitDecision | None, who: Requester, window_days: int) -> str | None:

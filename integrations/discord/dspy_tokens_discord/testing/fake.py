@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import discord
 
@@ -67,8 +67,8 @@ class FakeDiscord:
     entered, discord.py's HTTP edge is replaced for the whole process: run one at a time.
     """
 
-    def __init__(self, bot, *, guild_name: str = "Test Server", channels: Iterable[str] = ("general",),
-                 roles: Iterable[str] = ()):
+    def __init__(self, bot: discord.Client, *, guild_name: str = "Test Server",
+                 channels: Iterable[str] = ("general",), roles: Iterable[str] = ()) -> None:
         self.bot = bot
         self.guild_id = GUILD_ID
         self.guild_name = guild_name
@@ -121,7 +121,7 @@ class FakeDiscord:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def start(self) -> None:
@@ -178,7 +178,7 @@ class FakeDiscord:
                                   mentions=[BOT_ID] if mention_bot else [])
         return await self.deliver(gateway.deliver_message, payload)
 
-    async def deliver(self, parser, payload: dict) -> list[Sent]:
+    async def deliver(self, parser: Callable[[Any, dict], None], payload: dict) -> list[Sent]:
         """Hand a raw gateway payload to ``parser`` (``gateway.deliver_interaction`` / ``deliver_message``), wait
         for the bot to finish with it, and return the messages it sent."""
         if not self._started:

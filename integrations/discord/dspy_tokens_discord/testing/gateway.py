@@ -10,36 +10,36 @@ commands. ``settle``: wait for the tasks discord.py spawned for them.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from typing import Any, Iterable
 
-from discord.ext import commands
+import discord
 
 from .payloads import ready_payload
 
 READY_TIMEOUT = 5.0
 
 
-async def start(bot: commands.Bot | object, guilds: Iterable[dict]) -> None:
+async def start(bot: discord.Client, guilds: Iterable[dict]) -> None:
     """Log ``bot`` in against the fake wire and make ``guilds`` (GUILD_CREATE payloads) available."""
     guilds = list(guilds)
-    await bot.login("fake-token")  # type: ignore[attr-defined]
-    state = bot._connection  # type: ignore[attr-defined]
+    await bot.login("fake-token")
+    state: Any = bot._connection
     state.guild_ready_timeout, state._chunk_guilds = 0.05, False  # no 2 s guild wait, no member chunking
     state.parse_ready(ready_payload([int(g["id"]) for g in guilds]))
     for guild in guilds:
         state.parse_guild_create(guild)
-    await asyncio.wait_for(bot.wait_until_ready(), READY_TIMEOUT)  # type: ignore[attr-defined]
+    await asyncio.wait_for(bot.wait_until_ready(), READY_TIMEOUT)
 
 
-def deliver_interaction(bot, payload: dict) -> None:
+def deliver_interaction(bot: Any, payload: dict) -> None:
     bot._connection.parse_interaction_create(payload)
 
 
-def deliver_message(bot, payload: dict) -> None:
+def deliver_message(bot: Any, payload: dict) -> None:
     bot._connection.parse_message_create(payload)
 
 
-def add_role(bot, guild_id: int, role: dict) -> None:
+def add_role(bot: Any, guild_id: int, role: dict) -> None:
     bot._connection.parse_guild_role_create({"guild_id": str(guild_id), "role": role})
 
 
