@@ -325,7 +325,7 @@ class UsageWriter:
         return True
 
     def _release_waiters(self) -> None:
-        if self._pending or self.backlog.waiting:
+        if self._pending or self._settled or self.backlog.waiting:  # a settle drained with the journal waits too
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
