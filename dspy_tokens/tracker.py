@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from . import lifecycle
 from .capture import CallRecorder, ObservedCall
+from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
 from .limits import Guard, LimitDecision, Limiter, rolling_window_start
@@ -171,12 +172,22 @@ class TokenTracker(CallRecorder):
 
     def guard(self, user_id: int | None = None, guild_id: int | None = None, channel_id: int | None = None,
               feature: str | None = None, estimate: int | None = None, *, session_id: Any = None,
-              model: str | None = None, role_ids: Sequence[int] = ()) -> Guard:
+              model: str | None = None, role_ids: Sequence[int] = (), strict: bool = False) -> Guard:
         """``with``/``async with``: raise :class:`TokenLimitExceeded` before the block when over a limit; else
-        reserve ``estimate`` tokens, attribute the block's calls, and settle to the real usage at its end."""
+        reserve ``estimate`` tokens, attribute the block's calls, and settle to the real usage at its end.
+
+        Before each LM call of the block the reservation is topped up to what the run has spent plus what the call
+        may use (its prompt counted, plus the output cap), so other runs see it. ``strict``: a call that does not
+        fit is never sent; the block raises :class:`TokenLimitExceeded` instead."""
         return Guard(self._limiter.reserve, self._settle, user_id=user_id, guild_id=guild_id,
                      channel_id=channel_id, feature=feature, session_id=session_id, estimate=estimate, model=model,
-                     role_ids=role_ids)
+                     role_ids=role_ids, recorder=self, top_up=self._limiter.top_up,
+                     default_output=self.config.default_estimate_tokens, strict=strict,
+                     bind_model=self._bind_model)
+
+    def _bind_model(self, model_id: str):
+        """``dspy.context(lm=...)`` on a configured model (a rule's fallback), like the LM the run would use."""
+        return bind_lm(model_id, self.config.model_entry(model_id))
 
     def window_start(self, now: datetime | None = None) -> datetime:
         """Where the rolling limit window (``time_window_days``, whole hours) begins now: report totals from here

@@ -80,6 +80,19 @@ class bind_run:  # noqa: N801
         dspy_internals.reset_overrides(self._tokens.pop())
 
 
+def bind_lm(model_id: str, entry=None):
+    """``dspy.context(lm=...)`` on ``model_id``, built like the LM configured here (same endpoint, key, cache and
+    options), with the configured model's ``max_tokens`` if it gives one: how a guard runs on a fallback model."""
+    import dspy
+
+    current = configured_lm()
+    kwargs = dict(getattr(current, "kwargs", None) or {})
+    if entry is not None and getattr(entry, "max_tokens", None):
+        kwargs["max_tokens"] = entry.max_tokens
+    options = {"cache": getattr(current, "cache", True), "model_type": getattr(current, "model_type", "chat")}
+    return dspy.context(lm=dspy.LM(model_id, **options, **kwargs))
+
+
 def configured_lm():
     """The LM configured here: what a call made now would use (its ``kwargs`` hold ``max_tokens``)."""
     return dspy_internals.configured_lm()

@@ -38,6 +38,7 @@ class LimitDecision:
     #: "max_tokens" (the model's cap), "default" (``default_estimate_tokens``), or "left" (an automatic estimate cut
     #: down to what the limits have left: a reservation nobody asked for never makes a request impossible).
     estimate_source: str = "given"
+    hold_tokens: int = 0  # the tokens this decision's reservation holds (a guarded run tops it up call by call)
     forecast_exhausted_at: datetime | None = None  # at the recent pace, when this rule's limit is reached
     fallback_model: str | None = None  # the model a guarded run was admitted on instead (the rule's "fallback")
     others: tuple["LimitDecision", ...] = field(default=(), repr=False)  # every other applicable rule

@@ -154,7 +154,7 @@ class Limiter:
                     if decision.allowed:
                         rid = self.windows.hold(ask.request.hold_ids, ask.request.model, ask.sized_tokens,
                                                 ask.sized_cost, ask.store_now, self.config.reservation_ttl_seconds)
-                        decision = replace(decision, reservation_id=rid)
+                        decision = replace(decision, reservation_id=rid, hold_tokens=ask.sized_tokens)
                     return decision
             except StorageConflict:
                 if attempt == MAX_ATTEMPTS - 1:

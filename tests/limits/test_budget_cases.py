@@ -115,7 +115,7 @@ class TestCase3DatabaseClock:
                 pass
         assert refused.value.decision.reserved == 20_000
         assert tracker.check(USER, estimate=0).reserved == 20_000
-        for hold in holds:
+        for hold in reversed(holds):
             hold.__exit__(None, None, None)
 
 
@@ -146,3 +146,4 @@ class TestCase6UsedAndReserved:
         assert "You have used 0 of 5,000 tokens" in decision.message
         assert "5,000 more held by runs in progress" in decision.message
         assert "in flight must finish first" in decision.message
+        hold.__exit__(None, None, None)  # unbinds the block's attribution from this thread
