@@ -128,14 +128,17 @@ def parse_config(data: Any, source: str = "models.json") -> Config:
         log_calls=raw.log_calls, fail_open=raw.fail_open, limits=limits, alerts=_alerts(raw.alerts))
 
 
+def _default(path: str | os.PathLike | None, name: str) -> Path | None:
+    """``path``, else ``./name`` when that file exists, else None (the defaults)."""
+    if path is None:
+        return Path(name) if Path(name).is_file() else None
+    return Path(path)
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Read ``path``; with ``None``, ``./models.json`` when present, else defaults (no limits, no prices)."""
-    if path is None:
-        if not Path("models.json").is_file():
-            return Config()
-        path = "models.json"
-    path = Path(path)
-    return parse_config(read_json(path), str(path))
+    found = _default(path, "models.json")
+    return Config() if found is None else parse_config(read_json(found), str(found))
 
 
 def _ids(source: str, values: list, key: str) -> frozenset[int]:
@@ -151,11 +154,9 @@ def _ids(source: str, values: list, key: str) -> frozenset[int]:
 
 def load_bypasses(path: str | os.PathLike | None = None) -> Bypasses:
     """Read token_bypasses.json (``{"users": [...], "guilds": [...], "roles": [...]}``); absent file → nobody."""
+    path = _default(path, "token_bypasses.json")
     if path is None:
-        if not Path("token_bypasses.json").is_file():
-            return Bypasses()
-        path = "token_bypasses.json"
-    path = Path(path)
+        return Bypasses()
     data = read_json(path)
     source = str(path)
     raw = schema.validate(schema.BypassesSchema, data, source)

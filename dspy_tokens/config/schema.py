@@ -110,7 +110,21 @@ class LimitSchema(_Strict):
     name: Optional[Text] = None
 
 
-class ModelSchema(_Strict):
+class _FlatLimits(_Strict):
+    """The seed's flat limit keys, the same at the top level and per model."""
+
+    user_limit: Tokens = None
+    guild_limit: Tokens = None
+    global_limit: Tokens = None
+    daily_token_limit: Tokens = None
+    user_cost_limit: Money = None
+    guild_cost_limit: Money = None
+    global_cost_limit: Money = None
+    daily_cost_limit: Money = None
+    monthly_cost_limit: Money = None
+
+
+class ModelSchema(_FlatLimits):
     label: Optional[Text] = None
     name: Text
     provider: Optional[Text] = None
@@ -119,32 +133,14 @@ class ModelSchema(_Strict):
     output_cost_per_token: Price = None
     cache_read_input_token_cost: Price = None
     output_cost_per_reasoning_token: Price = None
-    user_limit: Tokens = None
-    guild_limit: Tokens = None
-    global_limit: Tokens = None
-    daily_token_limit: Tokens = None
-    user_cost_limit: Money = None
-    guild_cost_limit: Money = None
-    global_cost_limit: Money = None
-    daily_cost_limit: Money = None
-    monthly_cost_limit: Money = None
 
 
-class ConfigSchema(_Strict):
+class ConfigSchema(_FlatLimits):
     """models.json"""
 
     default: Optional[Text] = None
     models: list[ModelSchema] = []
     time_window_days: Annotated[int, Field(ge=1, le=MAX_WINDOW_DAYS)] = 30
-    user_limit: Tokens = None
-    guild_limit: Tokens = None
-    global_limit: Tokens = None
-    daily_token_limit: Tokens = None
-    user_cost_limit: Money = None
-    guild_cost_limit: Money = None
-    global_cost_limit: Money = None
-    daily_cost_limit: Money = None
-    monthly_cost_limit: Money = None
     enforcement: Literal["enforce", "warn", "off"] = "enforce"
     soft_limit_ratio: Ratio = 0.8
     retention_days: Optional[Annotated[int, Field(ge=1, le=36500)]] = None
