@@ -157,9 +157,10 @@ class TokenTracker(CallRecorder):
         return config
 
     # -- limits ------------------------------------------------------------------------------------
-    def check(self, user_id: int | None = None, guild_id: int | None = None, *, channel_id: int | None = None,
-              feature: str | None = None, model: str | None = None, estimate: int | None = None, prompt: Any = None,
-              role_ids: Sequence[int] = (), now=None) -> LimitDecision:
+    def check(self, user_id: int | str | None = None, guild_id: int | str | None = None, *,
+              channel_id: int | str | None = None, feature: str | None = None, model: str | None = None,
+              estimate: int | None = None, prompt: Any = None, role_ids: Sequence[int] = (),
+              now: datetime | None = None) -> LimitDecision:
         """May this user/guild run a request of ``estimate`` tokens now? Reads only; reserves nothing.
 
         Without ``estimate``, the request is sized from ``prompt`` (chat messages or text, counted with LiteLLM's
@@ -185,7 +186,7 @@ class TokenTracker(CallRecorder):
                      default_output=self.config.default_estimate_tokens, strict=strict,
                      bind_model=self._bind_model)
 
-    def _bind_model(self, model_id: str):
+    def _bind_model(self, model_id: str) -> Any:
         """``dspy.context(lm=...)`` on a configured model (a rule's fallback), like the LM the run would use."""
         return bind_lm(model_id, self.config.model_entry(model_id))
 

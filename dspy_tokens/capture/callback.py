@@ -62,7 +62,7 @@ class CallRecorder(BaseCallback):
         self._frames: dict[str, tuple[str | None, str]] = {}  # call_id -> (parent call_id, label)
         self._started: dict[str, _Started] = {}
         self._session_indexes: dict[str, itertools.count] = {}
-        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._claimed: OrderedDict[Any, Any] = OrderedDict()  # uuid -> None; ("entry", id) -> the entry
         self._warned_no_history = False
 
     def emit(self, call: ObservedCall) -> None:  # pragma: no cover - replaced by the tracker's writer

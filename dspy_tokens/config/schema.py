@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
@@ -219,7 +219,10 @@ def _schema_at(schema: type[BaseModel], loc: tuple) -> type[BaseModel]:
     return schema
 
 
-def validate(schema: type[BaseModel], data: Any, source: str) -> BaseModel:
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def validate(schema: type[SchemaT], data: Any, source: str) -> SchemaT:
     """``schema.model_validate(data)``, its first error as a :class:`ConfigurationError`."""
     if not isinstance(data, dict):
         raise ConfigurationError(source, "top level", data, "must be a JSON object")
@@ -229,14 +232,14 @@ def validate(schema: type[BaseModel], data: Any, source: str) -> BaseModel:
         raise _configuration_error(schema, exc.errors()[0], source) from None
 
 
-def _configuration_error(schema, error: dict, source: str) -> ConfigurationError:
+def _configuration_error(schema: type[BaseModel], error: Any, source: str) -> ConfigurationError:
     loc = tuple(error["loc"])
     where, value = _where(loc), error.get("input")
     key = next((part for part in reversed(loc) if isinstance(part, str)), "")
     if error["type"] == "extra_forbidden":
         known = list(_schema_at(schema, loc[:-1]).model_fields)
         close = ALIASES.get(key) if ALIASES.get(key) in known else None
-        close = close or (difflib.get_close_matches(key, known, n=1, cutoff=0.0) or [None])[0]
+        close = close or next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.0)), None)
         return ConfigurationError(source, where, value, f'is not a known setting; did you mean "{close}"?')
     if error["type"] == "missing":
         return ConfigurationError(source, where, None, FIXES.get(key, "is required"))

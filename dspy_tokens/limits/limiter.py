@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Sequence
 
 from ..capture.context import configured_lm, configured_model
 from ..config import Bypasses, Config
@@ -86,7 +87,7 @@ class Limiter:
         return to_pico(tokens * max(price.input, price.output))
 
     # -- deciding ----------------------------------------------------------------------------------
-    def applicable(self, request: Request, extra: list[Rule] = ()) -> list[Rule]:
+    def applicable(self, request: Request, extra: Sequence[Rule] = ()) -> list[Rule]:
         out = []
         for rule in [*self.rules, *extra]:
             if not rule.applies_to(request.user_id, request.guild_id, request.channel_id, request.feature):

@@ -93,7 +93,7 @@ class LimitWindows:
         p = self.db.param
         row = self.db.execute_sql("SELECT tokens, cost_pusd, calls FROM token_reservations WHERE id = "
                                   f"{p}", [reservation_id]).fetchone()
-        return None if row is None else tuple(int(v) for v in row)
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
     @classified
     def top_up(self, reservation_id: str, call_uuid: str, tokens: int, cost_pusd: int, calls: int,

@@ -240,7 +240,8 @@ class FakeLLMServer:
                     body: dict | None = None) -> tuple[list[str], str, dict | None]:
         """(choice contents, model, usage) for a 200 answer."""
         body = log.body if body is None else body
-        n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 1 else 1
+        asked = body.get("n")
+        n = asked if isinstance(asked, int) and asked > 1 else 1
         contents = [reply.content if reply.content is not None else self.responder(body) for _ in range(n)]
         prompt = reply.prompt_tokens if reply.prompt_tokens is not None else count_tokens(body.get("messages") or [])
         completion = reply.completion_tokens if reply.completion_tokens is not None else \

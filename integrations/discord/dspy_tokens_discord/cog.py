@@ -142,7 +142,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
     @app_commands.choices(scope=[app_commands.Choice(name="This server", value="server"),
                                  app_commands.Choice(name="All servers (bot owner only)", value="all")])
     async def token_usage(self, interaction: discord.Interaction, user: Optional[discord.User] = None,
-                          scope: str = "server"):
+                          scope: str = "server") -> None:
         subject = user or interaction.user
         is_self = subject.id == interaction.user.id
         usage_guild = None  # your own usage: every server (it is yours)
@@ -167,7 +167,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             this_server_only=usage_guild is not None)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
-    def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids, *, with_recent: bool,
+    def _usage_view(self, user_id: int, guild_id: Optional[int], role_ids: Iterable[int], *, with_recent: bool,
                     bypassed: bool, usage_guild: Optional[int] = None) -> UsageView:
         """``usage_guild``: the one server whose usage of this user may be shown (None: every server)."""
         t = self.tracker

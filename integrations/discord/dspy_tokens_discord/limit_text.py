@@ -15,7 +15,7 @@ _WHO = {"user": ("You have", "your"), "guild": ("This server has", "this server'
 
 def window_label(decision: LimitDecision, window_days: int) -> str:
     return {"rolling": f"in the last {window_days} days", "day": "today (UTC)",
-            "month": "this month (UTC)"}.get(decision.window, "in the current window")
+            "month": "this month (UTC)"}.get(decision.window or "", "in the current window")
 
 
 def _model_of(decision: LimitDecision) -> str:
@@ -39,7 +39,7 @@ def refusal_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The friendly refusal: who is over (you / this server / the bot), used and limit, when it frees up."""
     if decision.scope is None or decision.limit is None:
         return f"⛔ {decision.message}"
-    who, _ = _WHO.get(decision.scope, _WHO["global"])
+    who, _ = _WHO.get(decision.scope or "global", _WHO["global"])
     model = _model_of(decision)
     subject = f"{who} reached {'its' if decision.scope != 'user' else 'your'} usage limit" + (
         f" for {model}" if model else "")
@@ -50,17 +50,17 @@ def refusal_text(decision: LimitDecision, window_days: int = 30) -> str:
 
 def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
     """Warn mode: the request ran although a rule would refuse it."""
-    who, _ = _WHO.get(decision.scope, _WHO["global"])
+    who, _ = _WHO.get(decision.scope or "global", _WHO["global"])
     numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
                f"{unit(decision.metric)} {window_label(decision, window_days)}")
-    over = {"user": "You are", "guild": "This server is"}.get(decision.scope, "This bot is")
+    over = {"user": "You are", "guild": "This server is"}.get(decision.scope or "", "This bot is")
     return (f"⚠️ {over} over the usage limit ({numbers}). This request went through, but such requests "
             f"may be refused once limits are enforced.")
 
 
 def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
-    _, whose = _WHO.get(decision.scope, _WHO["global"])
+    _, whose = _WHO.get(decision.scope or "global", _WHO["global"])
     percent = int(decision.ratio * 100) if decision.limit else 0
     numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
                f"{unit(decision.metric)} {window_label(decision, window_days)}")
