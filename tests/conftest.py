@@ -89,4 +89,10 @@ def _fresh_dspy_cache(tmp_path):
     In memory only: a fresh disk cache (16 SQLite shards) costs 0.2-1 s per test; tests of the disk cache
     configure one themselves."""
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    callbacks = dspy.settings.callbacks
     yield
+    # A test leaves nothing in DSPy's global settings (dspy.settings.save pickles them): not its callbacks, and not
+    # its programs, which DSPy's global trace keeps (with their LMs and those LMs' trackers).
+    if dspy.settings.callbacks is not callbacks:
+        dspy.configure(callbacks=callbacks)
+    dspy.settings.trace.clear()

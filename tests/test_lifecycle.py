@@ -161,7 +161,10 @@ class TestPickling:
         done = subprocess.run([sys.executable, str(WORKERS / "pickled.py"), kind, database_url,
                                str(tmp_path / "child-spill"), str(path), server.url, loading],
                               capture_output=True, text=True, timeout=180, cwd=str(WORKERS),
-                              env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+                              env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                                   # settings.save pickles the whole global settings, which may hold objects that
+                                   # other tests of this process left there: their modules must import
+                                   "PYTHONPATH": str(WORKERS.resolve().parents[2])})
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert result["flushed"] and result["committed"] == 1
