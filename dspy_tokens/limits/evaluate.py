@@ -113,15 +113,21 @@ def decide(windows, ask: Ask, cost_of: Callable[[str | None, int], int]) -> Limi
     return replace(main, others=tuple(d for d in decisions if d is not main))
 
 
+FORECAST_HORIZON = timedelta(days=3650)
+
+
 def _forecast(rule: Rule, now: datetime, left: int, recent: int, pace_start: int) -> datetime | None:
     """When the limit is reached if usage goes on at the pace of the last :data:`PACE_HOURS` hours."""
     elapsed = (now - moment_of_hour(pace_start)).total_seconds()
     if recent <= 0 or elapsed <= 0 or left <= 0:
         return None
-    at = now + timedelta(seconds=left * elapsed / recent)
+    seconds = left * elapsed / recent
+    if seconds >= FORECAST_HORIZON.total_seconds():
+        return None  # not within any horizon worth telling (and beyond datetime's range for huge limits)
+    at = now + timedelta(seconds=seconds)
     if rule.window in (DAY, MONTH) and at >= rule.calendar_reset(now):
         return None  # the window starts again first
-    return at if at - now < timedelta(days=3650) else None
+    return at
 
 
 def _rolling_reset(windows, rule: Rule, window: tuple, must_free: int) -> datetime | None:

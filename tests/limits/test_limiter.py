@@ -155,3 +155,17 @@ def test_config_is_read_once_and_reloaded_explicitly(make_tracker, sqlite_url, t
         tracker.reload_config()
     assert str(path) in str(bad.value) and '"user_limit"' in str(bad.value) and "-5" in str(bad.value)
     assert tracker.config.user_limit == 5_000 and tracker.check(USER, estimate=200).allowed
+
+
+def test_a_slow_burn_against_a_huge_limit_has_no_forecast_and_is_admitted(make_tracker, sqlite_url):
+    """At 10 tokens an hour a 10**15-token limit lasts beyond any date: no forecast, and never a refusal (the
+    forecast once overflowed datetime and the request was refused as 'could not be evaluated')."""
+    from tests.support.limits import USER, config, seed
+
+    tracker = make_tracker(sqlite_url, config(user_limit=10**15))
+    seed(tracker, dict(user_id=USER, prompt_tokens=10, completion_tokens=0))
+    decision = tracker.check(USER, estimate=1)
+    assert decision.allowed and decision.used == 10
+    assert decision.forecast_exhausted_at is None
+    with tracker.guard(USER, estimate=1) as admitted:
+        assert admitted.allowed
