@@ -103,6 +103,15 @@ def reservations(target) -> int:
         return store.models.Reservation.select().count()
 
 
+def reservation_expiry(target, reservation_id: str) -> float:
+    """When a stored reservation expires (a Unix time, from the stored ``expires_at``)."""
+    store = store_of(target)
+    store.ensure_schema()
+    model = store.models.Reservation
+    with store.db.connection_context():
+        return model.get_by_id(reservation_id).expires_at.timestamp()
+
+
 def counter_rows(target, table: str = "UsageCounter") -> list[dict]:
     """Every row of one aggregate table (a model name of ``dspy_tokens.store.schema``), as dicts."""
     store = store_of(target)
