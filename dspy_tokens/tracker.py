@@ -23,7 +23,7 @@ from .capture import CallRecorder, ObservedCall
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
-from .limits import Guard, LimitDecision, Limiter, rolling_window_start
+from .limits import Guard, LimitChange, LimitDecision, Limiter, LimitOverride, Overrides, rolling_window_start
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .reports.periods import Period
@@ -58,7 +58,8 @@ class TokenTracker(CallRecorder):
         self.bypasses = _load(bypasses, Bypasses, load_bypasses)
         self._prices = PriceBook(self.config)
         self._store = Store(database)
-        self._limiter = Limiter(self._store, self.config, self.bypasses, self._prices)
+        self._overrides = Overrides(self._store, self.config)
+        self._limiter = Limiter(self._store, self.config, self.bypasses, self._prices, self._overrides)
         self._reports = Reports(self._store)
         self._closed = False
         self._writer: UsageWriter | None = None
@@ -148,7 +149,8 @@ class TokenTracker(CallRecorder):
         config = _load(self._config_source, Config, load_config)
         bypasses = _load(self._bypasses_source, Bypasses, load_bypasses)
         prices = PriceBook(config)
-        limiter = Limiter(self._store, config, bypasses, prices)
+        self._overrides = Overrides(self._store, config)
+        limiter = Limiter(self._store, config, bypasses, prices, self._overrides)
         self.config, self.bypasses, self._prices, self._limiter = config, bypasses, prices, limiter
         if self._writer is not None:
             self._rows.configure(prices, config.log_calls)
@@ -189,6 +191,37 @@ class TokenTracker(CallRecorder):
     def _bind_model(self, model_id: str) -> Any:
         """``dspy.context(lm=...)`` on a configured model (a rule's fallback), like the LM the run would use."""
         return bind_lm(model_id, self.config.model_entry(model_id))
+
+    # -- limits changed at run time (stored: every process sees them at its next check) ---------------
+    def set_limit(self, scope: str, scope_id: int | str | None, *, tokens: int | None = None,
+                  cost_usd: Any = None, requests: int | None = None, window: str | None = None,
+                  by: str | None = None) -> None:
+        """Override the limits of one scope (``user``, ``guild``, ``channel``, ``feature`` by name, ``global``):
+        each metric given replaces the configured rules of that scope and metric (per-model rules stay).
+        ``window``: ``"30d"``, ``"24h"``, ``"1mo"``... (default ``time_window_days``). ``by`` goes in the audit."""
+        self._overrides.set_limit(scope, scope_id, tokens=tokens, cost_usd=cost_usd, requests=requests,
+                                  window=window, by=by)
+
+    def clear_limit(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> None:
+        """Drop the scope's run-time limits: the configured rules apply again."""
+        self._overrides.clear_limit(scope, scope_id, by=by)
+
+    def reset_usage(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> None:
+        """Usage before now stops counting toward the scope's limits (reports and history keep it)."""
+        self._overrides.reset_usage(scope, scope_id, by=by)
+
+    def set_bypass(self, scope: str, scope_id: int | str | None, on: bool = True, *, by: str | None = None) -> None:
+        """Let every request of the scope through (``on=False`` ends it)."""
+        self._overrides.set_bypass(scope, scope_id, on, by=by)
+
+    def limit_override(self, scope: str, scope_id: int | str | None = None) -> LimitOverride | None:
+        """What is overridden for the scope now (None: nothing)."""
+        return self._overrides.get(scope, scope_id)
+
+    def limit_changes(self, scope: str | None = None, scope_id: int | str | None = None, *,
+                      limit: int = 20) -> list[LimitChange]:
+        """The audit trail, latest first: who changed which scope's limits, when, and to what."""
+        return self._overrides.changes(scope, scope_id, limit=limit)
 
     def window_start(self, now: datetime | None = None) -> datetime:
         """Where the rolling limit window (``time_window_days``, whole hours) begins now: report totals from here

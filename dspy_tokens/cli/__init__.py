@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import admin, config, data, demo, limits, report, serve, spill, transfer
+from . import admin, config, data, demo, limit_admin, report, serve, spill, transfer
 from .common import EXIT_CODES_HELP
 
 
@@ -20,7 +20,7 @@ def main():
 
 main.add_command(demo.demo)
 main.add_command(admin.db)
-main.add_command(limits.limits)
+main.add_command(limit_admin.limits)
 main.add_command(config.config)
 main.add_command(report.report)
 main.add_command(report.top)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from . import aggregates, migrations, prune, rebuild
 from ._db import classify, dialect, open_database, redact, resolve_url, sqlite_path, storage_errors
 from ._sql import executemany, insert_sql, upsert_sql
+from .overrides import OverrideTable
 from .prune import Pruner
 from .records import Records
 from .rows import ROW_COLUMNS, UsageRow
@@ -74,6 +75,11 @@ class Store:
     def records(self) -> Records:
         """Per-call reads: sessions, recent calls, export pages."""
         return Records(self)
+
+    @functools.cached_property
+    def overrides(self) -> OverrideTable:
+        """Run-time limits, bypasses, usage resets and their audit trail."""
+        return OverrideTable(self)
 
     @functools.cached_property
     def pruning(self) -> Pruner:

@@ -12,8 +12,8 @@ from typing import Callable
 
 import peewee as pw
 
-from . import rebuild
-from ._db import dialect
+from . import collation, rebuild
+from ._db import dialect, write_transaction
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,28 @@ def _budgets(db, models) -> None:
     rebuild.rebuild_counters(db, models)  # channel and feature counters start from the stored rows
 
 
+def _exact_text_keys(db, models) -> None:
+    # MySQL/MariaDB's default collation merged "Chat", "chat" and "chät": compare byte for byte, then split the
+    # aggregates it merged by recomputing them from the raw rows (which kept every spelling).
+    # Days and hours that retention already emptied keep their (merged) aggregates: no row is left to split them.
+    if not collation.make_exact(db, [m._meta.table_name for m in vars(models).values()]):
+        return  # SQLite and PostgreSQL already compare exactly; so does a MySQL database created since
+    rebuild.rebuild_counters(db, models)
+    kind = dialect(db)
+    with write_transaction(db):
+        first = rebuild.first_complete_day(db, kind, models)
+        if first is not None:
+            rebuild.rebuild_rollups(db, kind, from_day=first)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
     Migration(3, "reports: daily usage cube and per-scope day/month rollups", _rollups),
     Migration(4, "limits: covering indexes for window sums", _covering_counter_indexes),
     Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
+    Migration(6, "text keys compare exactly (binary collation on MySQL/MariaDB); split merged aggregates",
+              _exact_text_keys),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -9,7 +9,8 @@ from typing import Callable
 from . import aggregates
 from ._db import dialect, write_transaction
 from ._sql import day_sql, executemany, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
-from .units import COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, hour_of, usd
+from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, date_of_day, day_of, day_of_month,
+                    hour_of, month_of, usd)
 
 REBUILD_PAGE = 20_000
 COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour")),
@@ -120,22 +121,30 @@ def _drift(name: str, stored: dict[tuple, list[int]], wanted: dict[tuple, list[i
         before=summed(stored), after=summed(wanted))
 
 
-def rebuild_rollups(db, kind: str) -> dict[str, int]:
+def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int]:
     """Recompute the daily cube and the rollups from ``token_usage`` with a few INSERT ... SELECT ... GROUP BY
     statements (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`, in SQL).
 
-    It replaces the tables' contents: after a retention cleanup the raw rows no longer hold old usage, so do not
-    rebuild then. Run it inside a write transaction so that writers wait.
+    Without ``from_day`` it replaces the tables' contents: after a retention cleanup the raw rows no longer hold
+    old usage, so then pass :func:`first_complete_day` (older days, and the months' sums of them, are kept).
+    Run it inside a write transaction so that writers wait.
     """
     columns = ", ".join(MEASURES)
     sums = summed_measures_sql()
-    db.execute_sql("DELETE FROM token_usage_daily")
-    db.execute_sql("DELETE FROM token_usage_rollups")
     day = day_sql(kind)
+    month = month_of_day_sql(kind, "bucket")
+    raw_days = days = buckets = months = month_buckets = ""
+    if from_day is not None:
+        start, first_month = int(from_day), month_of(date_of_day(int(from_day)))
+        raw_days, days, buckets = f" WHERE {day} >= {start}", f" WHERE day >= {start}", f" AND bucket >= {start}"
+        months, month_buckets = f" AND bucket >= {day_of_month(first_month)}", f" AND bucket >= {first_month}"
+    db.execute_sql(f"DELETE FROM token_usage_daily{days}")
+    db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_DAY}'{buckets}")
+    db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_MONTH}'{month_buckets}")
     db.execute_sql(
         f"INSERT INTO token_usage_daily ({', '.join(DAILY_KEY)}, {columns}) "
         f"SELECT {day}, COALESCE(user_id, {NO_ID}), COALESCE(guild_id, {NO_ID}), model, COALESCE(feature, ''), "
-        f"{raw_measures_sql(kind)} FROM token_usage "
+        f"{raw_measures_sql(kind)} FROM token_usage{raw_days} "
         f"GROUP BY {day}, COALESCE(user_id, {NO_ID}), COALESCE(guild_id, {NO_ID}), model, COALESCE(feature, '')")
     keys = {
         "global": "''",
@@ -149,11 +158,24 @@ def rebuild_rollups(db, kind: str) -> dict[str, int]:
                "feature": "day, feature"}
     for scope, key in keys.items():
         db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{scope}', {key}, day, {sums} "
-                       f"FROM token_usage_daily GROUP BY {grouped[scope]}")
-    month = month_of_day_sql(kind, "bucket")
+                       f"FROM token_usage_daily{days} GROUP BY {grouped[scope]}")
     db.execute_sql(f"{target} SELECT '{GRAIN_MONTH}', scope, scope_key, {month}, {sums} FROM token_usage_rollups "
-                   f"WHERE grain = '{GRAIN_DAY}' GROUP BY scope, scope_key, {month}")
+                   f"WHERE grain = '{GRAIN_DAY}'{months} GROUP BY scope, scope_key, {month}")
 
     def count(table: str) -> int:
         return db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     return {"daily": count("token_usage_daily"), "rollups": count("token_usage_rollups")}
+
+
+def first_complete_day(db, kind: str, models) -> int | None:
+    """The first day whose raw rows are all still stored (None when there are none). Retention deletes every row
+    before a cutoff, so only the oldest row's day can be partial: it is complete when the daily cube counts no
+    more calls that day than there are rows."""
+    usage = models.TokenUsage
+    oldest = usage.select(usage.created_at).order_by(usage.created_at).limit(1).scalar()
+    if oldest is None:
+        return None
+    first = day_of(oldest)
+    rows = db.execute_sql(f"SELECT COUNT(*) FROM token_usage WHERE {day_sql(kind)} = {first}").fetchone()[0]
+    cube = db.execute_sql(f"SELECT COALESCE(SUM(calls), 0) FROM token_usage_daily WHERE day = {first}").fetchone()[0]
+    return first if int(cube) <= int(rows) else first + 1

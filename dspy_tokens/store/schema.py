@@ -21,7 +21,8 @@ table                          key                                        holds
 
 Counter scopes are ``user``, ``guild`` and ``global`` (scope_id 0). Rollup scopes add ``model`` and ``feature``;
 their key is the id as decimal text or the name, ``''`` for calls without one (-1 / ``''`` in the daily cube).
-Buckets are integers (see :mod:`~dspy_tokens.store.units`). The daily cube and the rollups are never pruned by
+Buckets are integers (see :mod:`~dspy_tokens.store.units`). Text compares exactly on every backend (MySQL/MariaDB
+tables are ``utf8mb4_bin``, see :mod:`~dspy_tokens.store.collation`). The daily cube and the rollups are never pruned by
 retention: they are what survives of old usage.
 """
 
@@ -32,6 +33,7 @@ from types import SimpleNamespace
 
 import peewee as pw
 
+from .collation import table_options
 from .units import stored_time
 
 
@@ -297,7 +299,7 @@ def bind_models(db: pw.Database) -> SimpleNamespace:
     """Subclasses of every model bound to ``db``, e.g. ``bind_models(db).TokenUsage.select()``."""
     bound = {}
     for base in BASE_MODELS:
-        options = {"database": db, "table_name": base._meta.table_name}
+        options = {"database": db, "table_name": base._meta.table_name, **table_options(db)}
         if base in _CLUSTERED:
             options["without_rowid"] = isinstance(db, pw.SqliteDatabase)
         meta = type("Meta", (), options)
