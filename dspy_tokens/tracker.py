@@ -195,24 +195,24 @@ class TokenTracker(CallRecorder):
     # -- limits changed at run time (stored: every process sees them at its next check) ---------------
     def set_limit(self, scope: str, scope_id: int | str | None, *, tokens: int | None = None,
                   cost_usd: Any = None, requests: int | None = None, window: str | None = None,
-                  by: str | None = None) -> None:
+                  by: str | None = None) -> LimitChange:
         """Override the limits of one scope (``user``, ``guild``, ``channel``, ``feature`` by name, ``global``):
         each metric given replaces the configured rules of that scope and metric (per-model rules stay).
         ``window``: ``"30d"``, ``"24h"``, ``"1mo"``... (default ``time_window_days``). ``by`` goes in the audit."""
-        self._overrides.set_limit(scope, scope_id, tokens=tokens, cost_usd=cost_usd, requests=requests,
+        return self._overrides.set_limit(scope, scope_id, tokens=tokens, cost_usd=cost_usd, requests=requests,
                                   window=window, by=by)
 
-    def clear_limit(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> None:
+    def clear_limit(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> LimitChange:
         """Drop the scope's run-time limits: the configured rules apply again."""
-        self._overrides.clear_limit(scope, scope_id, by=by)
+        return self._overrides.clear_limit(scope, scope_id, by=by)
 
-    def reset_usage(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> None:
+    def reset_usage(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> LimitChange:
         """Usage before now stops counting toward the scope's limits (reports and history keep it)."""
-        self._overrides.reset_usage(scope, scope_id, by=by)
+        return self._overrides.reset_usage(scope, scope_id, by=by)
 
-    def set_bypass(self, scope: str, scope_id: int | str | None, on: bool = True, *, by: str | None = None) -> None:
+    def set_bypass(self, scope: str, scope_id: int | str | None, on: bool = True, *, by: str | None = None) -> LimitChange:
         """Let every request of the scope through (``on=False`` ends it)."""
-        self._overrides.set_bypass(scope, scope_id, on, by=by)
+        return self._overrides.set_bypass(scope, scope_id, on, by=by)
 
     def limit_override(self, scope: str, scope_id: int | str | None = None) -> LimitOverride | None:
         """What is overridden for the scope now (None: nothing)."""

@@ -129,7 +129,7 @@ class Overrides:
                              row["updated_at"], row["updated_by"])
 
     # -- changes -------------------------------------------------------------------------------------
-    def set_limit(self, scope, scope_id, *, tokens=None, cost_usd=None, requests=None, window=None, by=None) -> None:
+    def set_limit(self, scope, scope_id, *, tokens=None, cost_usd=None, requests=None, window=None, by=None) -> LimitChange:
         key = scope_key(scope, scope_id)
         values: dict[str, Any] = {}
         if tokens is not None:
@@ -150,19 +150,19 @@ class Overrides:
             raise ConfigurationError(SOURCE, "limit", None, "give tokens=, cost_usd=, requests= or window=")
         detail = {k if k != "cost_pusd" else "cost_usd": str(usd(v)) if k == "cost_pusd" else v
                   for k, v in values.items()}
-        self._change(key, "set", values, by, detail)
+        return self._change(key, "set", values, by, detail)
 
-    def clear_limit(self, scope, scope_id, *, by=None) -> None:
-        self._change(scope_key(scope, scope_id), "clear", dict.fromkeys(("tokens", "cost_pusd", "requests",
+    def clear_limit(self, scope, scope_id, *, by=None) -> LimitChange:
+        return self._change(scope_key(scope, scope_id), "clear", dict.fromkeys(("tokens", "cost_pusd", "requests",
                                                                          "window")), by, {})
 
-    def reset_usage(self, scope, scope_id, *, by=None, now: datetime | None = None) -> None:
+    def reset_usage(self, scope, scope_id, *, by=None, now: datetime | None = None) -> LimitChange:
         now = now or datetime.now(timezone.utc)
-        self._change(scope_key(scope, scope_id), "reset", {}, by, {"before": now.isoformat()}, now=now,
+        return self._change(scope_key(scope, scope_id), "reset", {}, by, {"before": now.isoformat()}, now=now,
                      reset_hour=hour_of(now))
 
-    def set_bypass(self, scope, scope_id, on: bool = True, *, by=None) -> None:
-        self._change(scope_key(scope, scope_id), "bypass", {"bypass": bool(on)}, by, {"on": bool(on)})
+    def set_bypass(self, scope, scope_id, on: bool = True, *, by=None) -> LimitChange:
+        return self._change(scope_key(scope, scope_id), "bypass", {"bypass": bool(on)}, by, {"on": bool(on)})
 
     def changes(self, scope=None, scope_id=None, *, limit: int = 20) -> list[LimitChange]:
         sid = scope_key(scope, scope_id)[1] if scope is not None and (scope_id is not None
@@ -171,9 +171,11 @@ class Overrides:
         return [LimitChange(r["id"], r["changed_at"], r["changed_by"], r["action"], r["scope"], r["scope_id"],
                             r["detail"]) for r in self.store.overrides.changes(scope, sid, limit=limit)]
 
-    def _change(self, key, action, values, by, detail, *, now=None, reset_hour=None) -> None:
-        self.store.overrides.change(*key, action, values, by=None if by is None else str(by)[:100],
-                                    now=now or datetime.now(timezone.utc), detail=detail, reset_hour=reset_hour)
+    def _change(self, key, action, values, by, detail, *, now=None, reset_hour=None) -> LimitChange:
+        by, now = None if by is None else str(by)[:100], now or datetime.now(timezone.utc)
+        change_id = self.store.overrides.change(*key, action, values, by=by, now=now, detail=detail,
+                                                reset_hour=reset_hour)
+        return LimitChange(change_id, now, by, action, key[0], key[1], detail)
 
 
 def _count(name: str, value) -> int:

@@ -48,8 +48,9 @@ class OverrideTable:
 
     @classified
     def change(self, scope: str, scope_id: int, action: str, values: dict[str, Any], *, by: str | None,
-               now: datetime, detail: dict, reset_hour: int | None = None) -> None:
-        """Set ``values`` (columns of the override row) and record the change, in one transaction. With
+               now: datetime, detail: dict, reset_hour: int | None = None) -> int:
+        """Set ``values`` (columns of the override row) and record the change, in one transaction; the change's
+        id. With
         ``reset_hour``, the counters of that hour are kept as the baseline to subtract while it is in a window."""
         o = self.m.LimitOverride
         self.store.ensure_schema()
@@ -64,8 +65,9 @@ class OverrideTable:
             row = o.get(key)
             if not row.bypass and row.reset_hour is None and all(getattr(row, f) is None for f in LIMIT_FIELDS):
                 o.delete().where(key).execute()  # nothing left to override
-            self.m.LimitChange.insert(changed_at=now, changed_by=by, action=action, scope=scope,
-                                      scope_id=scope_id, detail=json.dumps(detail, sort_keys=True)).execute()
+            return int(self.m.LimitChange.insert(changed_at=now, changed_by=by, action=action, scope=scope,
+                                                 scope_id=scope_id, detail=json.dumps(detail, sort_keys=True))
+                       .execute())
 
     def _take_baseline(self, scope: str, scope_id: int, hour: int) -> None:
         b, total, per_model = self.m.ResetBaseline, self.m.UsageCounter, self.m.ModelUsageCounter

@@ -40,7 +40,7 @@ def test_reset_bypass_and_the_audit_trail(make_tracker, database_url):
     assert not tracker.check(USER, GUILD, estimate=300).allowed  # usage after the reset counts
     tracker.set_bypass("guild", GUILD, True, by="test:b")
     assert tracker.check(USER, GUILD, estimate=300).bypassed
-    tracker.set_limit("guild", GUILD, cost_usd="2.50", window="7d", by="test:c")
+    made = tracker.set_limit("guild", GUILD, cost_usd="2.50", window="7d", by="test:c")
     override = tracker.limit_override("guild", GUILD)
     assert override.bypass and override.cost_usd == Decimal("2.5") and override.window == "7d"
     history = tracker.limit_changes("guild", GUILD)
@@ -48,6 +48,7 @@ def test_reset_bypass_and_the_audit_trail(make_tracker, database_url):
                                                            ("reset", "test:a")]
     assert history[0].detail == {"cost_usd": "2.5", "window": "7d"} and history[1].detail == {"on": True}
     assert history[0].changed_at - history[2].changed_at < timedelta(minutes=1)
+    assert (made.id, made.action, made.scope_id, made.detail) == (history[0].id, "set", GUILD, history[0].detail)
 
 
 @pytest.mark.parametrize("kwargs, key", [({"tokens": -1}, "tokens"), ({"window": "3w"}, "window"),
