@@ -157,6 +157,7 @@ class FakeWire:
         self._defers: dict[str, bool] = {}  # token -> ephemeral, for deferred interactions whose first followup is due
         self._answered: set[str] = set()  # interaction ids with an initial response
         self.owner_id = owner_id
+        self.channels: dict[int, dict] = {}  # channel payloads ``GET /channels/{id}`` returns (else a text channel)
         self.response_deadline = response_deadline
 
     def answer(self, route: Route, body, files, params):
@@ -192,7 +193,8 @@ class FakeWire:
                              for c in body or []]
             return self.commands
         if method == "GET" and path.startswith("/channels/") and path.count("/") == 2:
-            return channel_payload(int(path.split("/")[2]), "fetched")
+            channel_id = int(path.split("/")[2])
+            return self.channels.get(channel_id) or channel_payload(channel_id, "fetched")
         if method in ("POST", "PATCH") and ("/messages" in path or path.startswith("/webhooks/")):
             channel = int(path.split("/")[2]) if path.startswith("/channels/") else CHANNEL_ID
             return self._message(body or {}, channel, snowflake())
