@@ -35,7 +35,9 @@ def limits(user_id, guild_id, model, estimate, config_path, bypasses, as_json, d
             "allowed": decision.allowed, "bypassed": decision.bypassed, "enforcement": decision.enforcement,
             "message": decision.message,
             "rules": [{"rule": d.rule, "scope": d.scope, "metric": d.metric, "used": str(d.used),
-                       "reserved": str(d.reserved), "limit": str(d.limit), "remaining": str(d.remaining),
+                       "reserved": str(d.reserved),
+                       "held_until": d.held_until.isoformat() if d.held_until else None,
+                       "limit": str(d.limit), "remaining": str(d.remaining),
                        "exceeded": d.exceeded, "resets_at": d.resets_at.isoformat() if d.resets_at else None}
                       for d in rules]})
     else:

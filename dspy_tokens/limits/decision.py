@@ -22,6 +22,7 @@ class LimitDecision:
     metric: str = TOKENS
     used: int | Decimal = 0
     reserved: int | Decimal = 0
+    held_until: datetime | None = None
     limit: int | Decimal | None = None
     requested: int | Decimal = 0
     resets_at: datetime | None = None

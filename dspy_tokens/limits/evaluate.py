@@ -35,6 +35,7 @@ class Ask:
     resets: dict = field(default_factory=dict)  # (scope, scope_id) -> (reset hour, {model or "": baseline})
     sized_tokens: int = 0
     sized_cost: int = 0
+    hold_seconds: int = 600  # a reservation's time to live: no hold counted now outlasts now + this
 
 
 def amount(metric: str, value: int) -> int | Decimal:
@@ -144,10 +145,12 @@ def _rolling_reset(windows, rule: Rule, window: tuple, must_free: int) -> dateti
 def _decision(result, ask: Ask, source: str) -> LimitDecision:
     rule, exceeded, used, held, need, unpriced, resets_at, forecast = result
     mode = _mode(rule, ask.mode)
+    held_until = ask.now + timedelta(seconds=ask.hold_seconds) if held else None
     soft = rule.limit > 0 and (used + held + need) >= ask.soft_ratio * rule.limit
     decision = LimitDecision(
         allowed=not exceeded or mode != "enforce", scope=rule.scope, rule=rule.key, metric=rule.metric,
-        used=amount(rule.metric, used), reserved=amount(rule.metric, held), limit=rule.limit_value,
+        used=amount(rule.metric, used), reserved=amount(rule.metric, held), held_until=held_until,
+        limit=rule.limit_value,
         requested=amount(rule.metric, need), resets_at=resets_at, window=rule.window,
         window_start=moment_of_hour(_window(rule, ask)[0][3]), warning=soft or (exceeded and mode == "warn"),
         exceeded=exceeded, enforcement=mode, unknown_cost_calls=unpriced, estimate_source=source,

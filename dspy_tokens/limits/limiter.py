@@ -116,7 +116,8 @@ class Limiter:
                 return LimitDecision(True, enforcement=mode)
             ask = evaluate.Ask(request, rules, tokens, self.cost_estimate_pusd(request.model, tokens), source,
                                now or datetime.now(timezone.utc), now, mode, self.config.soft_limit_ratio,
-                               overrides.resets if overrides is not None else {})
+                               overrides.resets if overrides is not None else {},
+                               hold_seconds=self.config.reservation_ttl_seconds)
             if reserve and mode == "enforce":
                 decision = self._reserve(ask)
             else:
@@ -174,7 +175,7 @@ class Limiter:
             rules = self.applicable(request)
             ask = evaluate.Ask(request, rules, extra, self.cost_estimate_pusd(request.model, extra), "given",
                                datetime.now(timezone.utc), None, self.config.enforcement,
-                               self.config.soft_limit_ratio)
+                               self.config.soft_limit_ratio, hold_seconds=self.config.reservation_ttl_seconds)
             keys = evaluate.lock_keys(ask) if self.windows.needs_lock_rows else []
             self.windows.create_locks(keys)
             with self.windows.transaction():

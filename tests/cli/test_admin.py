@@ -91,6 +91,32 @@ class TestLimitsExitCode:
         assert allowed.stdout.startswith("allowed")
 
 
+class TestLimitsUsedAndHeld:
+    def test_tokens_held_by_a_run_in_progress_are_not_called_used(self, database_url, tmp_path, make_tracker):
+        """Case 6 from the CLI: 0 used, 5,000 held by a run still in progress (or killed): the message, the table
+        and ``--json`` keep used and reserved apart and say by when the hold is released at the latest."""
+        from dspy_tokens.config import parse_config
+
+        config = tmp_path / "models.json"
+        config.write_text(json.dumps({"user_limit": 5000}))
+        tracker = make_tracker(database_url, parse_config({"user_limit": 5000}, "test"))
+        hold = tracker.guard(1, estimate=5000)
+        hold.__enter__()
+        try:
+            shown = run("limits", 1, "--estimate", 1, "--config", config, "-d", database_url)
+            data = json.loads(run("limits", 1, "--estimate", 1, "--config", config, "--json", "-d",
+                                  database_url).stdout)
+        finally:
+            hold.__exit__(None, None, None)
+        assert shown.exit_code == EXIT_NO, shown.output
+        assert "You have used 0 of 5,000 tokens" in shown.stdout
+        assert "5,000 more are held by requests in progress (released by" in shown.stdout
+        [rule] = data["rules"]
+        assert (rule["used"], rule["reserved"]) == ("0", "5000")
+        held_until = datetime.fromisoformat(rule["held_until"])
+        assert 0 < (held_until - datetime.now(timezone.utc)).total_seconds() <= 600
+
+
 class TestCountersAudit:
     def test_check_reports_drift_without_changing_anything_and_rebuild_fixes_it(self, database_url):
         """``db rebuild-counters --check`` says the counters match (exit 0); after they are damaged (one wrong,

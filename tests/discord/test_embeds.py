@@ -58,13 +58,21 @@ def decision(**kwargs) -> LimitDecision:
 
 
 def test_refusal_texts_name_who_is_over_and_when_it_frees_up():
-    """Refusals say you / this server / this bot, used and limit (reservations included), and the reset."""
+    """Refusals say you / this server / this bot, used and limit, what requests in progress hold (never called
+    used, with when it is released), and the reset."""
     ts = int(datetime(2030, 1, 2, 3, tzinfo=timezone.utc).timestamp())
-    assert embeds.refusal_text(decision()) == (
+    assert embeds.refusal_text(decision(used=1000, reserved=0)) == (
         f"⛔ You have reached your usage limit: 1,000 of 1,000 tokens used in the last 30 days. "
         f"It frees up <t:{ts}:R> (<t:{ts}:f>). See `/token-usage` for details.")
-    assert embeds.refusal_text(decision(scope="guild", rule="guild_limit")).startswith(
+    held = datetime(2030, 1, 1, 12, 5, tzinfo=timezone.utc)
+    assert embeds.refusal_text(decision(held_until=held)) == (
+        f"⛔ You do not have enough left in your usage limit: 990 of 1,000 tokens used in the last 30 days, 10 more "
+        f"held by requests in progress (released by <t:{int(held.timestamp())}:t> at the latest). "
+        f"It frees up <t:{ts}:R> (<t:{ts}:f>). See `/token-usage` for details.")
+    assert embeds.refusal_text(decision(scope="guild", rule="guild_limit", used=1000, reserved=0)).startswith(
         "⛔ This server has reached its usage limit")
+    assert embeds.refusal_text(decision(scope="guild", rule="guild_limit")).startswith(
+        "⛔ This server does not have enough left in its usage limit: 990 of 1,000 tokens used")
     daily = decision(scope="global", rule="daily_cost_limit", metric="cost", used=Decimal("5.5"), reserved=0,
                      limit=Decimal("5"), window="day")
     assert embeds.refusal_text(daily).startswith("⛔ This bot has reached its usage limit: $5.50 of $5.00 used today")

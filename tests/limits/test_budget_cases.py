@@ -4,7 +4,7 @@ by label, reservations on the database's clock, errors that are not outages, and
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import dspy
 import pytest
@@ -144,6 +144,12 @@ class TestCase6UsedAndReserved:
         decision = tracker.check(USER, GUILD, estimate=1)
         assert (decision.used, decision.reserved, decision.allowed) == (0, 5_000, False)
         assert "You have used 0 of 5,000 tokens" in decision.message
-        assert "5,000 more held by runs in progress" in decision.message
+        # No hold outlasts its time to live (600 s by default) from now.
+        assert decision.held_until is not None
+        assert 0 < (decision.held_until - datetime.now(timezone.utc)).total_seconds() <= 600
+        latest = decision.held_until.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        clock = f"{latest:%H:%M}" if latest.date() == datetime.now(timezone.utc).date() else f"{latest:%Y-%m-%d %H:%M}"
+        assert (f"5,000 more are held by requests in progress (released by {clock} UTC at the latest)"
+                in decision.message)
         assert "in flight must finish first" in decision.message
         hold.__exit__(None, None, None)  # unbinds the block's attribution from this thread

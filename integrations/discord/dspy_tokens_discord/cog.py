@@ -20,9 +20,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from dspy_tokens import CallRecord, Group, LimitDecision, Summary
+from dspy_tokens import CallRecord, ConfigurationError, Group, LimitDecision, Summary
 
-from .config import DiscordSettings
+from .config import ENV_REPORT_CHANNEL_ID, DiscordSettings
 
 if TYPE_CHECKING:
     from dspy_tokens import TokenTracker
@@ -249,6 +249,12 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
     @report_loop.before_loop
     async def _before_report(self) -> None:
         await self.bot.wait_until_ready()
+        try:
+            await self.report_channel()
+        except (ConfigurationError, TypeError, discord.HTTPException) as exc:  # checked once at start, loudly
+            log.error("the scheduled token usage report is off: %s", exc)
+            self.report_loop.stop()
+            return
         # Fire on interval boundaries (86400 s: 00:00 UTC), not "N seconds after each restart".
         interval = self.settings.report_interval_seconds
         now = utcnow().timestamp()
@@ -259,7 +265,24 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         """Post the top-users report for the last interval to the report channel (now, whatever the schedule).
 
         The ranking covers the report channel's server only, so one server's users are never listed in
-        another's channel; from a DM or a channel the bot cannot see nothing is sent.
+        another's channel; a DM channel is a :class:`~dspy_tokens.ConfigurationError` (see :meth:`report_channel`).
+        """
+        channel = await self.report_channel()
+        if channel is None:
+            return None
+        now = now or utcnow()
+        since = now - timedelta(seconds=self.settings.report_interval_seconds)
+        guild = channel.guild
+        top_users, totals = await asyncio.to_thread(self._report_data, since, now, guild.id)
+        embed = report_embed(top_users=top_users, totals=totals, since=since, now=now,
+                             interval_seconds=self.settings.report_interval_seconds, scope_label=guild.name)
+        return await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+
+    async def report_channel(self) -> Any:
+        """The report channel (None when none is configured): a server's channel, whose ranking is that server's.
+
+        A DM or group DM has no server to scope the ranking to, and would receive every server's users: a
+        :class:`~dspy_tokens.ConfigurationError`, raised when the loop starts and by :meth:`send_report`.
         """
         channel_id = self.settings.report_channel_id
         if channel_id is None:
@@ -270,15 +293,12 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         if not isinstance(channel, discord.abc.Messageable):
             raise TypeError(f"report_channel_id {channel_id} is a {type(channel).__name__}, where no message can be "
                             "sent: give a text channel or thread")
-        now = now or utcnow()
-        since = now - timedelta(seconds=self.settings.report_interval_seconds)
-        guild = getattr(channel, "guild", None)
-        guild_id = guild.id if guild is not None else None
-        top_users, totals = await asyncio.to_thread(self._report_data, since, now, guild_id)
-        embed = report_embed(top_users=top_users, totals=totals, since=since, now=now,
-                             interval_seconds=self.settings.report_interval_seconds,
-                             scope_label=guild.name if guild is not None else None)
-        return await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+        if getattr(channel, "guild", None) is None:
+            raise ConfigurationError(
+                f"{ENV_REPORT_CHANNEL_ID} / TokenUsageCog(report_channel_id=)", "report_channel_id", channel_id,
+                "is a direct-message channel, where the report would rank every server's users: give a text "
+                "channel of the server to report on (one cog per server's channel)")
+        return channel
 
     def _report_data(self, since: datetime, until: datetime, guild_id: Optional[int]) -> tuple[list[Group], Summary]:
         t = self.tracker

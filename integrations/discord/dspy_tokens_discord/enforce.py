@@ -30,6 +30,7 @@ import dspy_tokens
 from dspy_tokens import usage_context
 
 from .config import env_super_role_ids, parse_role_ids
+from .deadline import DEFER_AFTER, answer_in_time, checked_defer_after
 from .embeds import refusal_text
 from .replies import notice_for, say
 from .requester import Requester, Target, find_target, requester
@@ -91,7 +92,8 @@ def _with_tracker_callback(tracker: TokenTracker) -> Any:
 
 def enforce_limits(tracker: TokenTracker, *, when: When | None = None, raise_error: bool = False,
                    estimate: int | None = None, feature: str | None = None, model: str | None = None,
-                   super_role_ids: str | Iterable[int | str] | None = None) -> Callable[[Handler], Handler]:
+                   super_role_ids: str | Iterable[int | str] | None = None,
+                   defer_after: float | None = DEFER_AFTER) -> Callable[[Handler], Handler]:
     """Check (and reserve) usage limits before the handler; attribute its DSPy calls; refuse politely.
 
     :param tracker: the :class:`dspy_tokens.TokenTracker` whose database and ``models.json`` limits apply.
@@ -109,12 +111,16 @@ def enforce_limits(tracker: TokenTracker, *, when: When | None = None, raise_err
         configured ``dspy`` LM).
     :param super_role_ids: role ids that bypass limits (default: ``$SUPER_ROLE_IDS``); users, servers and roles
         listed in ``token_bypasses.json`` bypass them too.
+    :param defer_after: an interaction whose limit decision is not back this many seconds after it was created
+        is deferred first (Discord drops it at 3 s); the handler's ``interaction.response`` calls then become
+        followups. ``None``: never defer.
     """
     if not hasattr(tracker, "guard"):
         raise TypeError("use @enforce_limits(tracker), with the TokenTracker as argument")
     if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, int) or estimate < 0):
         raise ValueError(f"estimate must be a non-negative number of tokens, got {estimate!r}")
     super_roles = parse_role_ids(super_role_ids) if super_role_ids is not None else env_super_role_ids()
+    defer_after = checked_defer_after(defer_after)
 
     def decorate(fn: Handler) -> Handler:
         if isinstance(fn, (app_commands.Command, app_commands.ContextMenu, app_commands.Group, commands.Command)):
@@ -144,7 +150,8 @@ def enforce_limits(tracker: TokenTracker, *, when: When | None = None, raise_err
             guard = tracker.guard(who.user_id, who.guild_id, who.channel_id, who.feature, estimate,
                                   session_id=who.session_id, model=model, role_ids=who.role_ids)
             try:
-                decision = await guard.__aenter__()
+                async with answer_in_time(target, defer_after):
+                    decision = await guard.__aenter__()
             except dspy_tokens.TokenLimitExceeded as exc:
                 log.info("refused %s for user=%s guild=%s: %s", who.feature, who.user_id, who.guild_id,
                          exc.decision.message)

@@ -23,8 +23,21 @@ def _model_of(decision: LimitDecision) -> str:
     return rule[len("models["):rule.index("]")] if rule.startswith("models[") and "]" in rule else ""
 
 
-def _used(decision: LimitDecision):
-    return decision.used + decision.reserved
+def _numbers(decision: LimitDecision, window_days: int, verb: str = "") -> str:
+    """``0 of 5,000 tokens used in the last 30 days, 5,000 more held by requests in progress (released by <t:…:t>
+    at the latest)``: what runs in progress hold is never called used."""
+    d = decision
+    text = (f"{amount(d.metric, d.used)} of {amount(d.metric, d.limit)}{unit(d.metric)}{verb} "
+            f"{window_label(d, window_days)}")
+    return f"{text}, {held_text(d)}" if d.reserved else text
+
+
+def held_text(decision: LimitDecision) -> str:
+    """``5,000 more held by requests in progress (released by <t:…:t> at the latest)``."""
+    text = f"{amount(decision.metric, decision.reserved)} more held by requests in progress"
+    if decision.held_until is not None:
+        text += f" (released by {timestamp(decision.held_until, 't')} at the latest)"
+    return text
 
 
 def _when_free(decision: LimitDecision) -> str:
@@ -41,18 +54,21 @@ def refusal_text(decision: LimitDecision, window_days: int = 30) -> str:
         return f"⛔ {decision.message}"
     who, _ = _WHO.get(decision.scope or "global", _WHO["global"])
     model = _model_of(decision)
-    subject = f"{who} reached {'its' if decision.scope != 'user' else 'your'} usage limit" + (
-        f" for {model}" if model else "")
-    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
-               f"{unit(decision.metric)} used {window_label(decision, window_days)}")
+    whose = "your" if decision.scope == "user" else "its"
+    if decision.used >= decision.limit:
+        subject = f"{who} reached {whose} usage limit"
+    else:  # the rest is held by requests in progress, or too small for this one: not "reached"
+        subject = f"{who.replace(' has', ' does not have').replace('You have', 'You do not have')} enough left " \
+                  f"in {whose} usage limit"
+    subject += f" for {model}" if model else ""
+    numbers = _numbers(decision, window_days, " used")
     return f"⛔ {subject}: {numbers}. {_when_free(decision)} See `/token-usage` for details."
 
 
 def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
     """Warn mode: the request ran although a rule would refuse it."""
     who, _ = _WHO.get(decision.scope or "global", _WHO["global"])
-    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
-               f"{unit(decision.metric)} {window_label(decision, window_days)}")
+    numbers = _numbers(decision, window_days)
     over = {"user": "You are", "guild": "This server is"}.get(decision.scope or "", "This bot is")
     return (f"⚠️ {over} over the usage limit ({numbers}). This request went through, but such requests "
             f"may be refused once limits are enforced.")
@@ -62,18 +78,18 @@ def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
     _, whose = _WHO.get(decision.scope or "global", _WHO["global"])
     percent = int(decision.ratio * 100) if decision.limit else 0
-    numbers = (f"{amount(decision.metric, _used(decision))} of {amount(decision.metric, decision.limit)}"
-               f"{unit(decision.metric)} {window_label(decision, window_days)}")
-    return f"ℹ️ Heads-up: {percent}% of {whose} usage limit is used ({numbers}). See `/token-usage` for details."
+    numbers = _numbers(decision, window_days)
+    state = "used or held by requests in progress" if decision.reserved else "used"
+    return f"ℹ️ Heads-up: {percent}% of {whose} usage limit is {state} ({numbers}). See `/token-usage` for details."
 
 
 def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[str]:
     lines = []
     for d in decisions:
         model = _model_of(d)
-        line = (f"Limit{f' ({model})' if model else ''}: {amount(d.metric, _used(d))} / "
+        line = (f"Limit{f' ({model})' if model else ''}: {amount(d.metric, d.used)} / "
                 f"{amount(d.metric, d.limit)}{unit(d.metric)} {window_label(d, window_days)} · "
-                f"**{amount(d.metric, d.remaining)}** left")
+                + (f"{held_text(d)} · " if d.reserved else "") + f"**{amount(d.metric, d.remaining)}** left")
         if d.exceeded:
             line += " · ⛔ over" + (f", frees up {timestamp(d.resets_at)}" if d.resets_at else "")
         elif d.warning:

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from dspy_tokens import LimitDecision
 
+from .deadline import AutoDeferred, interaction_of
 from .embeds import soft_notice_text, warning_text
 from .requester import Requester, Target
 
@@ -26,7 +27,10 @@ async def say(target: Target, text: str) -> None:
     """
     quiet = discord.AllowedMentions.none()
     try:
-        if isinstance(target, discord.Interaction):
+        interaction = interaction_of(target)
+        if interaction is not None and isinstance(interaction.response, AutoDeferred):  # deferred: slow decision
+            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=quiet)
+        elif isinstance(target, discord.Interaction):
             if target.response.is_done():
                 await target.followup.send(text, ephemeral=True, allowed_mentions=quiet)
             else:

@@ -63,12 +63,15 @@ class FakeDiscord:
             assert reply.ephemeral is False and "DSPy" in reply.content
 
     One guild (``guild_name``) with text channels (``channels``, the first is where commands run by default) and
-    roles (``roles``; more are made on demand). ``owner`` is the application's (and guild's) owner. While it is
-    entered, discord.py's HTTP edge is replaced for the whole process: run one at a time.
+    roles (``roles``; more are made on demand). ``owner`` is the application's (and guild's) owner. As on Discord,
+    an initial interaction response arriving more than ``response_deadline`` seconds (default 3) after the
+    interaction fails with ``discord.NotFound`` (10062 Unknown interaction); ``None`` turns the deadline off. While
+    it is entered, discord.py's HTTP edge is replaced for the whole process: run one at a time.
     """
 
     def __init__(self, bot: discord.Client, *, guild_name: str = "Test Server",
-                 channels: Iterable[str] = ("general",), roles: Iterable[str] = ()) -> None:
+                 channels: Iterable[str] = ("general",), roles: Iterable[str] = (),
+                 response_deadline: float | None = 3.0) -> None:
         self.bot = bot
         self.guild_id = GUILD_ID
         self.guild_name = guild_name
@@ -80,7 +83,7 @@ class FakeDiscord:
         self._member_ids = itertools.count(MEMBER_IDS)
         self._started = False
         self._patch: contextlib.ExitStack | None = None
-        self.wire = FakeWire(owner_id=OWNER_ID)
+        self.wire = FakeWire(owner_id=OWNER_ID, response_deadline=response_deadline)
         for name in roles:
             self.role(name)
         self.owner = Member(OWNER_ID, "owner")

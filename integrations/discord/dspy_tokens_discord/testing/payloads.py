@@ -55,6 +55,11 @@ def channel_payload(channel_id: int, name: str, guild_id: int = GUILD_ID) -> dic
             "permission_overwrites": [], "nsfw": False, "parent_id": None}
 
 
+def dm_channel_payload(channel_id: int, user: int, name: str | None = None) -> dict:
+    """A direct-message channel with ``user``, as ``GET /channels/{id}`` returns it."""
+    return {"id": str(channel_id), "type": 1, "recipients": [user_payload(user, name)], "last_message_id": None}
+
+
 def ready_payload(guild_ids: Iterable[int] = (GUILD_ID,), bot_name: str = "bot") -> dict:
     return {"v": 10, "user": user_payload(BOT_ID, bot_name, bot=True),
             "guilds": [{"id": str(g), "unavailable": True} for g in guild_ids], "session_id": "session",

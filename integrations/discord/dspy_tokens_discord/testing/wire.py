@@ -1,12 +1,19 @@
 """The fake wire: discord.py's two outbound seams replaced by a recorder that answers with JSON discord.py can
 parse. ``HTTPClient.request`` carries REST (login, ``channel.send``, command sync); ``AsyncWebhookAdapter.request``
 carries interaction callbacks and followups. Everything above them stays discord.py's own code: ``Embed.to_dict``,
-flags, allowed mentions, multipart building, routes."""
+flags, allowed mentions, multipart building, routes.
+
+Like Discord, the wire refuses a second initial response to one interaction (``40060 Interaction has already been
+acknowledged``) and, given a ``response_deadline``, an initial response arriving later than that after the
+interaction was created (``10062 Unknown interaction``); both are recorded with their ``error``. After a public
+defer the first followup is public whatever its flags (it edits the "thinking…" message), unless that message was
+deleted first."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -38,6 +45,9 @@ class Sent:
     json: Any
     files: list[tuple[str, bytes]] = field(default_factory=list)
     after_ephemeral_defer: bool = False  # the first followup of ``defer(ephemeral=True)``: Discord shows it ephemeral
+    after_public_defer: bool = False  # the first followup of a public defer: Discord shows it to everyone
+    at: float = field(default_factory=time.time)  # when it was sent (epoch seconds)
+    error: str | None = None  # why Discord refused it (late or repeated initial response); None when delivered
 
     @property
     def data(self) -> dict:
@@ -58,7 +68,18 @@ class Sent:
     def ephemeral(self) -> bool:
         """Only the user who ran the command sees it: the ephemeral flag, or the first followup after an
         ephemeral defer (which edits the deferred message, so Discord keeps it ephemeral)."""
+        if self.after_public_defer:
+            return False
         return self.after_ephemeral_defer or bool((self.data.get("flags") or 0) & EPHEMERAL)
+
+    @property
+    def is_initial_response(self) -> bool:
+        """The interaction callback (a message, or a defer): the one reply due within the response deadline."""
+        return self.path.startswith("/interactions/") and self.path.endswith("/callback")
+
+    def seconds_after(self, interaction_id: int | str) -> float:
+        """How long after the interaction was created (its snowflake's time) this was sent."""
+        return self.at - discord.utils.snowflake_time(int(interaction_id)).timestamp()
 
     @property
     def is_followup(self) -> bool:
@@ -110,6 +131,14 @@ def _json_of(body, multipart):
     return json.loads(part["value"]) if part else None
 
 
+@dataclass
+class _Response:
+    """What ``discord.HTTPException`` reads from an HTTP response."""
+
+    status: int
+    reason: str
+
+
 def _read(file: discord.File) -> bytes:
     pos = file.fp.tell()
     data = file.fp.read()
@@ -120,22 +149,33 @@ def _read(file: discord.File) -> bytes:
 class FakeWire:
     """Records every request and answers it like Discord would, enough for discord.py to go on."""
 
-    def __init__(self, owner_id: int | None = None):
+    def __init__(self, owner_id: int | None = None, *, response_deadline: float | None = None):
+        """``response_deadline``: seconds after an interaction's creation by which its initial response must
+        arrive (Discord's is 3); later ones fail with ``discord.NotFound`` (10062). None: no deadline."""
         self.sent: list[Sent] = []
         self.commands: list[dict] = []  # the last synced command list (``PUT .../commands``)
-        self._ephemeral_defers: set[str] = set()  # interaction tokens whose first followup is still to come
+        self._defers: dict[str, bool] = {}  # token -> ephemeral, for deferred interactions whose first followup is due
+        self._answered: set[str] = set()  # interaction ids with an initial response
         self.owner_id = owner_id
+        self.channels: dict[int, dict] = {}  # channel payloads ``GET /channels/{id}`` returns (else a text channel)
+        self.response_deadline = response_deadline
 
     def answer(self, route: Route, body, files, params):
         path = route.url[len(Route.BASE):]
         method = route.method
         sent = Sent(method, path, params, body, [(f.filename, _read(f)) for f in files or ()])
-        if path.endswith("/callback") and (body or {}).get("type") == 5 and sent.ephemeral:
-            self._ephemeral_defers.add(path.split("/")[3])  # /interactions/{id}/{token}/callback
-        elif method == "POST" and path.startswith("/webhooks/") and path.split("/")[3] in self._ephemeral_defers:
-            self._ephemeral_defers.discard(path.split("/")[3])
-            sent.after_ephemeral_defer = True
         self.sent.append(sent)
+        if sent.is_initial_response:  # /interactions/{id}/{token}/callback
+            self._initial_response(sent)
+            if (body or {}).get("type") == 5:
+                self._defers[path.split("/")[3]] = sent.ephemeral
+        elif path.startswith("/webhooks/") and path.split("/")[3] in self._defers:
+            token = path.split("/")[3]
+            if method == "DELETE" and path.endswith("/messages/@original"):
+                del self._defers[token]  # the "thinking…" message is gone: followups keep their own flags
+            elif method == "POST":
+                ephemeral = self._defers.pop(token)
+                sent.after_ephemeral_defer, sent.after_public_defer = ephemeral, not ephemeral
         if method == "GET" and path == "/users/@me":
             return user_payload(BOT_ID, bot=True)
         if method == "GET" and path == "/oauth2/applications/@me":
@@ -153,11 +193,25 @@ class FakeWire:
                              for c in body or []]
             return self.commands
         if method == "GET" and path.startswith("/channels/") and path.count("/") == 2:
-            return channel_payload(int(path.split("/")[2]), "fetched")
+            channel_id = int(path.split("/")[2])
+            return self.channels.get(channel_id) or channel_payload(channel_id, "fetched")
         if method in ("POST", "PATCH") and ("/messages" in path or path.startswith("/webhooks/")):
             channel = int(path.split("/")[2]) if path.startswith("/channels/") else CHANNEL_ID
             return self._message(body or {}, channel, snowflake())
         return {}
+
+    def _initial_response(self, sent: Sent) -> None:
+        interaction_id = sent.path.split("/")[2]
+        if interaction_id in self._answered:
+            sent.error = "Interaction has already been acknowledged"
+            raise discord.HTTPException(_Response(400, "Bad Request"),  # type: ignore[arg-type]
+                                        {"code": 40060, "message": sent.error})
+        late = self.response_deadline is not None and sent.seconds_after(interaction_id) > self.response_deadline
+        if late:
+            sent.error = "Unknown interaction"
+            raise discord.NotFound(_Response(404, "Not Found"),  # type: ignore[arg-type]
+                                   {"code": 10062, "message": sent.error})
+        self._answered.add(interaction_id)
 
     @staticmethod
     def _message(data: dict, channel_id: int, message_id: int) -> dict:
@@ -173,12 +227,19 @@ class FakeWire:
         defer, "thinking…", is not a message)."""
         out = []
         for s in self.sent:
+            if s.error is not None:
+                continue
             if s.path.endswith("/callback") and (s.json or {}).get("type") == 5:
                 continue
             if s.path.endswith("/callback") or (s.method == "POST" and (
                     s.path.startswith("/webhooks/") or s.path.endswith("/messages"))):
                 out.append(s)
         return out
+
+    @property
+    def refused(self) -> list[Sent]:
+        """Requests Discord would have refused: initial responses after the deadline or a second time."""
+        return [s for s in self.sent if s.error is not None]
 
     @property
     def posted(self) -> list[Sent]:
