@@ -43,7 +43,7 @@ import discord
 import dspy
 from discord import app_commands
 from discord.ext import commands
-from dspy_tokens_discord import TokenUsageCog, enforce_limits
+from dspy_tokens_discord import TokenLimitsCog, TokenUsageCog, enforce_limits
 
 from dspy_tokens import Config, TokenTracker
 
@@ -73,6 +73,7 @@ def create_bot(tracker: TokenTracker, *, lm: Optional[dspy.LM] = None, sync: Opt
     class Bot(commands.Bot):
         async def setup_hook(self) -> None:
             await self.add_cog(TokenUsageCog(self, tracker))
+            await self.add_cog(TokenLimitsCog(self, tracker))  # /token-limits: admins change limits at run time
             if sync == "guild" and sync_guild_id:
                 guild = discord.Object(id=sync_guild_id)
                 self.tree.copy_global_to(guild=guild)
@@ -100,7 +101,8 @@ def create_bot(tracker: TokenTracker, *, lm: Optional[dspy.LM] = None, sync: Opt
     @bot.tree.error
     async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError):
         # Called for every app-command error (the cog's commands handle their own first).
-        if interaction.command is not None and isinstance(interaction.command.binding, TokenUsageCog):
+        if interaction.command is not None and isinstance(interaction.command.binding,
+                                                                 (TokenUsageCog, TokenLimitsCog)):
             return  # the cog's own error handler already answered
         log.error("error in /%s", interaction.command and interaction.command.name, exc_info=error)
         text = "⚠️ Something went wrong; please try again later."

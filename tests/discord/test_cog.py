@@ -307,15 +307,16 @@ async def test_full_flow_ask_then_token_usage_shows_exact_tokens(make_app):
 
 
 async def test_load_extension_uses_bot_token_tracker(make_tracker, sqlite_url):
-    """await bot.load_extension('dspy_tokens_discord') adds the cog with bot.token_tracker."""
+    """await bot.load_extension('dspy_tokens_discord') adds both cogs with bot.token_tracker."""
     tracker = make_tracker(sqlite_url)
     bot = commands.Bot(command_prefix="!", intents=discord.Intents.default())
     bot.token_tracker = tracker
     await bot.load_extension("dspy_tokens_discord")
     cog = bot.get_cog("TokenUsage")
     assert isinstance(cog, TokenUsageCog) and cog.tracker is tracker
-    assert {c.name for c in bot.tree.get_commands()} >= {"token-usage", "token-stats"}
+    assert {c.name for c in bot.tree.get_commands()} >= {"token-usage", "token-stats", "token-limits"}
+    assert bot.get_cog("TokenLimits").tracker is tracker
     await bot.unload_extension("dspy_tokens_discord")
-    assert bot.get_cog("TokenUsage") is None
+    assert bot.get_cog("TokenUsage") is None and bot.get_cog("TokenLimits") is None
     await bot.close()
     await settle()

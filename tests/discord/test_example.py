@@ -52,8 +52,8 @@ async def test_example_bot_answers_and_syncs(wire, make_tracker, sqlite_url, ser
         await settle()
         [put] = [s for s in wire.sent if s.method == "PUT"]
         assert put.path == f"/applications/{bot.application_id}/guilds/{GUILD_ID}/commands"
-        assert {c["name"] for c in put.json} == {"ask", "token-usage", "token-stats"}
-        assert wire.messages()[-1].content == "Synced 3 command(s) (guild)."
+        assert {c["name"] for c in put.json} == {"ask", "token-usage", "token-stats", "token-limits"}
+        assert wire.messages()[-1].content == "Synced 4 command(s) (guild)."
     finally:
         await bot.close()
 
@@ -75,5 +75,5 @@ def test_offline_mode_runs_the_commands_against_the_fakes_and_prints_a_transcrip
     assert "bot: (ephemeral)" in usage and "**" in usage and "tokens · 1 call" in usage
     assert "[📊 Token stats — Test Server]" in stats and "file token_stats.png (" in stats and ", PNG)" in stats
     assert "(ephemeral) 🚫 You need the Manage Server permission" in refused
-    assert "bot: Synced 3 command(s) (guild)." in sync
+    assert "bot: Synced 4 command(s) (guild)." in sync
     assert done.stdout.rstrip().endswith("LLM calls answered by the fake server: 1")

@@ -336,14 +336,3 @@ def _render_chart(days: Sequence[Any]) -> io.BytesIO | None:
         return None
     from .charts import usage_chart  # matplotlib is imported on first use (about a second)
     return usage_chart(days)
-
-
-async def setup(bot: commands.Bot) -> None:
-    """``await bot.load_extension("dspy_tokens_discord")``: uses ``bot.token_tracker`` if set, else a
-    ``TokenTracker()`` from ``$DSPY_TOKENS_DATABASE_URL`` and ``./models.json``."""
-    tracker = getattr(bot, "token_tracker", None)
-    if tracker is None:
-        from dspy_tokens import TokenTracker
-        tracker = TokenTracker()
-        bot.token_tracker = tracker  # type: ignore[attr-defined]  # the attribute this setup reads above
-    await bot.add_cog(TokenUsageCog(bot, tracker))
