@@ -23,7 +23,7 @@ from .capture import CallRecorder, ObservedCall
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
-from .limits import Guard, LimitDecision, Limiter, rolling_window_start
+from .limits import Guard, LimitDecision, Limiter, RefusalCount, rolling_window_start
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .reports.periods import Period
@@ -185,6 +185,11 @@ class TokenTracker(CallRecorder):
                      role_ids=role_ids, recorder=self, top_up=self._limiter.top_up,
                      default_output=self.config.default_estimate_tokens, strict=strict,
                      bind_model=self._bind_model)
+
+    def limit_refusals(self) -> list[RefusalCount]:
+        """How many guarded runs the limits refused, by refusing rule (scope, metric) and the run's model and
+        feature: all time, counted in the database by every process (what ``/metrics`` reports)."""
+        return [RefusalCount(*row) for row in self._store.refusals.totals()]
 
     def _bind_model(self, model_id: str) -> Any:
         """``dspy.context(lm=...)`` on a configured model (a rule's fallback), like the LM the run would use."""

@@ -5,7 +5,8 @@ from .decision import LimitDecision
 from .guard import Guard
 from .limiter import Limiter
 from .messages import describe
+from .refusals import RefusalCount
 from .rules import COST, DAY, MONTH, ROLLING, TOKENS, Rule, rolling_window_start, rules_from_config
 
-__all__ = ["COST", "DAY", "Guard", "LimitDecision", "Limiter", "MONTH", "ROLLING", "Rule", "TOKENS", "describe",
+__all__ = ["COST", "DAY", "Guard", "LimitDecision", "Limiter", "MONTH", "ROLLING", "RefusalCount", "Rule", "TOKENS", "describe",
            "rolling_window_start", "rules_from_config"]

@@ -136,6 +136,8 @@ class Limiter:
                                      message="Usage limits could not be evaluated; the request was allowed.")
             return LimitDecision(False, enforcement=mode, exceeded=True,
                                  message="Usage limits could not be evaluated; please tell an administrator.")
+        if reserve and not decision.allowed:
+            self._count_refusal(request, decision)
         if decision.exceeded and mode == "warn":
             log.warning("dspy-tokens (warn mode): would refuse user=%s guild=%s: %s", request.user_id,
                         request.guild_id, decision.message)
@@ -184,6 +186,8 @@ class Limiter:
                 if decision.allowed or not strict:
                     self.windows.top_up(reservation_id, call_id, total, cost, calls,
                                         self.config.reservation_ttl_seconds)
+            if strict and not decision.allowed:
+                self._count_refusal(request, decision)
             return decision
         except StorageUnavailable as exc:
             self.store.reset_connection()
@@ -192,6 +196,15 @@ class Limiter:
             self.store.reset_connection()
             log.exception("dspy-tokens: a guarded run's reservation could not be topped up (%s)", exc)
             return LimitDecision(not strict, exceeded=strict, message="Usage limits could not be evaluated.")
+
+    def _count_refusal(self, request: Request, decision: LimitDecision) -> None:
+        """Count a refused run in the database (for ``/metrics``); a failure is logged and changes nothing."""
+        try:
+            self.store.refusals.add((decision.scope or "", decision.metric, request.model or "",
+                                     request.feature or ""))
+        except Exception as exc:
+            self.store.reset_connection()
+            log.warning("dspy-tokens: a refusal could not be counted (%s: %s)", type(exc).__name__, exc)
 
     def _unavailable(self, exc: Exception, mode: str) -> LimitDecision:
         log.error("dspy-tokens: usage limits could not be checked (%s: %s); %s", type(exc).__name__, exc,

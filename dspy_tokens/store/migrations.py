@@ -63,12 +63,18 @@ def _budgets(db, models) -> None:
     rebuild.rebuild_counters(db, models)  # channel and feature counters start from the stored rows
 
 
+def _refusals(db, models) -> None:
+    # Refusals counted in the database, so /metrics sums every process's (none are known from before).
+    db.create_tables([models.LimitRefusal], safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
     Migration(3, "reports: daily usage cube and per-scope day/month rollups", _rollups),
     Migration(4, "limits: covering indexes for window sums", _covering_counter_indexes),
     Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
+    Migration(9, "limits: refusals counted by rule scope, metric, model and feature", _refusals),
 )
 LATEST = MIGRATIONS[-1].version
 

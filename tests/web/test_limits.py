@@ -6,13 +6,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import dspy
+import pytest
 
+from dspy_tokens import TokenLimitExceeded
 from dspy_tokens.web import create_app
 from tests.support.db import stored_rows
 from tests.support.limits import USER, config
 from tests.support.web import ADMIN_TOKEN, READ_TOKEN, ServedApp, client
 
 LIMIT = 5_000
+MODEL = "openai/gpt-4o-mini"
 HELD = 1_000
 
 
@@ -51,3 +54,41 @@ class TestDecision:
         with ServedApp(create_app(sqlite_url, read_token=READ_TOKEN, config=rules())) as served:
             body = client(served, READ_TOKEN).get("/api/limits", params={"user_id": str(USER)}).json()
         assert body["used"] == 0 and body["reserved"] == 0 and body["forecast_exhausted_at"] is None
+
+
+class TestRefusalMetric:
+    def test_refusals_of_two_trackers_are_summed_in_metrics_with_bounded_labels(self, make_tracker, database_url):
+        """Guarded runs refused by two trackers on one database (as two processes would be) appear in
+        ``dspy_tokens_limit_refusals_total`` of a third (the app's reader), per model, feature and the refusing
+        rule's scope and metric; admitted runs and ``check`` (which only reads) add nothing; no id label."""
+        from tests.support.limits import GUILD, OTHER_USER, seed
+        from tests.web.test_metrics import scrape
+
+        limits = config(user_limit=1_000, limits=[{"scope": "guild", "metric": "requests", "max": 1,
+                                                   "window": "24h"}])
+        first, second = make_tracker(database_url, limits), make_tracker(database_url, limits)
+        seed(first, dict(user_id=USER, prompt_tokens=900, completion_tokens=100))  # the user's tokens are spent
+        seed(first, dict(user_id=OTHER_USER, guild_id=GUILD, prompt_tokens=1, completion_tokens=0))  # 1 request
+
+        def refuse(tracker, times, **who):
+            for _ in range(times):
+                with pytest.raises(TokenLimitExceeded):
+                    with tracker.guard(estimate=100, model=MODEL, **who):
+                        pass  # pragma: no cover - never entered
+
+        refuse(first, 2, user_id=USER, feature="chat")
+        refuse(second, 3, user_id=USER, feature="chat")
+        refuse(second, 1, user_id=OTHER_USER, guild_id=GUILD, feature="search")
+        assert not first.check(USER, estimate=100, model=MODEL).allowed  # read only: not a refusal
+        with first.guard(user_id=OTHER_USER, estimate=100, model=MODEL, feature="search"):
+            pass  # admitted (no guild: the requests rule does not apply)
+        with ServedApp(create_app(database_url, read_token=READ_TOKEN, config=limits)) as served:
+            samples = scrape(served)
+        refusals = {labels: value for (name, labels), value in samples.items()
+                    if name == "dspy_tokens_limit_refusals_total"}
+        assert refusals == {
+            (("feature", "chat"), ("metric", "tokens"), ("model", MODEL), ("scope", "user")): 5,
+            (("feature", "search"), ("metric", "requests"), ("model", MODEL), ("scope", "guild")): 1,
+        }
+        counted = {(r.scope, r.metric, r.feature): r.refusals for r in second.limit_refusals()}
+        assert counted == {("user", "tokens", "chat"): 5, ("guild", "requests", "search"): 1}
