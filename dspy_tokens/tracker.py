@@ -15,6 +15,7 @@ import signal
 import threading
 import weakref
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
@@ -23,7 +24,8 @@ from .capture import CallRecorder, ObservedCall
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
-from .limits import Guard, LimitDecision, Limiter, RefusalCount, rolling_window_start
+from .limits import Guard, LimitChange, LimitDecision, Limiter, Overrides, RefusalCount, rolling_window_start
+from .limits.admin import LimitAdmin
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .reports.periods import Period
@@ -58,7 +60,9 @@ class TokenTracker(CallRecorder):
         self.bypasses = _load(bypasses, Bypasses, load_bypasses)
         self._prices = PriceBook(self.config)
         self._store = Store(database)
-        self._limiter = Limiter(self._store, self.config, self.bypasses, self._prices)
+        self._limiter = Limiter(self._store, self.config, self.bypasses, self._prices,
+                                Overrides(self._store, self.config))
+        self._limit_admin = LimitAdmin(self._store)
         self._reports = Reports(self._store)
         self._closed = False
         self._writer: UsageWriter | None = None
@@ -148,7 +152,7 @@ class TokenTracker(CallRecorder):
         config = _load(self._config_source, Config, load_config)
         bypasses = _load(self._bypasses_source, Bypasses, load_bypasses)
         prices = PriceBook(config)
-        limiter = Limiter(self._store, config, bypasses, prices)
+        limiter = Limiter(self._store, config, bypasses, prices, Overrides(self._store, config))
         self.config, self.bypasses, self._prices, self._limiter = config, bypasses, prices, limiter
         if self._writer is not None:
             self._rows.configure(prices, config.log_calls)
@@ -185,6 +189,35 @@ class TokenTracker(CallRecorder):
                      role_ids=role_ids, recorder=self, top_up=self._limiter.top_up,
                      default_output=self.config.default_estimate_tokens, strict=strict,
                      bind_model=self._bind_model)
+
+    # Run-time limits, stored in the database: every process sharing it applies a change at its next check.
+    # ``scope``: "user", "guild", "channel" (by id) or "global" (scope_id 0); ``by`` is who, for the audit trail.
+    def set_limit(self, scope: str, scope_id: int | str | None, *, tokens: int | None = None,
+                  cost_usd: Decimal | str | None = None, requests: int | None = None, window: str | None = None,
+                  by: str | None = None) -> LimitChange:
+        """Limit one user/guild/channel (or everyone) to ``tokens``, ``cost_usd`` dollars and/or ``requests`` per
+        ``window`` (``"30d"``, ``"24h"``, ``"1mo"``; default: rolling ``time_window_days``). Replaces the configured
+        rule of the same scope and metric for that id; metrics not given keep their run-time value."""
+        return self._limit_admin.set_limit(scope, scope_id, tokens=tokens, cost_usd=cost_usd, requests=requests,
+                                           window=window, by=by)
+
+    def clear_limit(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> LimitChange:
+        """Drop the run-time limits of a scope: models.json's rules apply again."""
+        return self._limit_admin.clear_limit(scope, scope_id, by=by)
+
+    def reset_usage(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> LimitChange:
+        """Usage before now stops counting toward this scope's limits (reports and history keep it)."""
+        return self._limit_admin.reset_usage(scope, scope_id, by=by)
+
+    def set_bypass(self, scope: str, scope_id: int | str | None, on: bool = True, *,
+                   by: str | None = None) -> LimitChange:
+        """Turn limits off (``on=True``) or on again for a scope (alongside token_bypasses.json)."""
+        return self._limit_admin.set_bypass(scope, scope_id, on, by=by)
+
+    def limit_changes(self, scope: str | None = None, scope_id: int | str | None = None,
+                      limit: int = 50) -> list[LimitChange]:
+        """The audit trail of run-time changes, newest first (all, one scope kind, or one scope id)."""
+        return self._limit_admin.changes(scope, scope_id, limit)
 
     def limit_refusals(self) -> list[RefusalCount]:
         """How many guarded runs the limits refused, by refusing rule (scope, metric) and the run's model and

@@ -14,6 +14,7 @@ from . import aggregates, migrations, prune, rebuild
 from ._db import classify, dialect, open_database, redact, resolve_url, sqlite_path, storage_errors
 from ._sql import executemany, insert_sql, upsert_sql
 from .prune import Pruner
+from .overrides import LimitOverrides
 from .records import Records
 from .refusals import RefusalCounter
 from .rows import ROW_COLUMNS, UsageRow
@@ -65,6 +66,11 @@ class Store:
     def windows(self) -> LimitWindows:
         """Limit windows, locks and reservations."""
         return LimitWindows(self)
+
+    @functools.cached_property
+    def overrides(self) -> LimitOverrides:
+        """Run-time limits, bypasses, usage resets and their audit trail."""
+        return LimitOverrides(self)
 
     @functools.cached_property
     def refusals(self) -> RefusalCounter:
