@@ -173,10 +173,14 @@ class Limiter:
         cost = self.cost_estimate_pusd(request.model, total)
         try:
             self.store.connect()
-            rules = self.applicable(request)
+            found = self.overrides.read(request) if self.overrides is not None else None
+            if found is None:
+                rules = self.applicable(request)
+            else:
+                rules = [] if found.bypassed else found.apply(self.applicable(request, found.rules))
             ask = evaluate.Ask(request, rules, extra, self.cost_estimate_pusd(request.model, extra), "given",
                                datetime.now(timezone.utc), None, self.config.enforcement,
-                               self.config.soft_limit_ratio)
+                               self.config.soft_limit_ratio, found.resets if found is not None else {})
             keys = evaluate.lock_keys(ask) if self.windows.needs_lock_rows else []
             self.windows.create_locks(keys)
             with self.windows.transaction():

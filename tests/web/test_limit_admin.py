@@ -157,3 +157,25 @@ class TestBadInput:
         served, _ = sqlite_world
         response = client(served).get("/api/limits/history", params={"scope": "planet"})
         assert response.status_code == 422 and "scope must be one of" in response.text
+
+
+class TestGuardedRuns:
+    def test_a_limit_set_over_http_stops_a_strict_run_before_the_call_that_does_not_fit(self, sqlite_world,
+                                                                                         server):
+        """The run's top-ups (before each LM call) read the run-time limit too: with 600 used and a 3,600-token
+        limit set over HTTP (3,000 left), a strict run of ~1,000-token calls makes two and never sends the third."""
+        import dspy
+
+        from dspy_tokens import TokenLimitExceeded
+        from dspy_tokens.testing import Reply
+
+        served, bot = sqlite_world
+        assert client(served).put(path(), json={"tokens": USED + 3_000}).status_code == 200
+        server.enqueue(*[Reply(completion_tokens=900) for _ in range(3)])
+        with dspy.context(lm=server.lm(max_tokens=900), callbacks=[bot]):
+            with pytest.raises(TokenLimitExceeded) as stopped:
+                with bot.guard(BIG_USER, estimate=10, strict=True):
+                    for i in range(3):
+                        dspy.Predict("question -> answer")(question=f"step {i}")
+        assert len(server.requests) == 2 and stopped.value.decision.limit == USED + 3_000
+        assert bot.flush(10) and bot.check(BIG_USER, estimate=0).used <= USED + 3_000
