@@ -17,7 +17,7 @@ _EXPORTS = {
     "TokenLimitExceeded": "errors",
     "parse_id": "_ids",
     "propagate": "capture.context", "usage_context": "capture.context",
-    "LimitDecision": "limits.decision",
+    "LimitChange": "limits.overrides", "LimitDecision": "limits.decision", "RefusalCount": "limits.refusals",
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
     "Totals": "reports.results", "CallRecord": "reports.results", "Reports": "reports.queries",
     "Health": "ingest.health", "WriterStats": "ingest.writer",
@@ -25,9 +25,9 @@ _EXPORTS = {
 }
 __all__ = [
     "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group", "Health",
-    "LimitDecision", "ModelEntry", "ModelPrice", "Reports", "StorageError", "Summary", "TokenLimitExceeded",
-    "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "parse_id", "propagate",
-    "usage_context",
+    "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "Reports", "StorageError", "Summary",
+    "TokenLimitExceeded", "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "parse_id",
+    "propagate", "usage_context",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
@@ -37,7 +37,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .errors import ConfigurationError, DspyTokensError, StorageError, TokenLimitExceeded
     from .ingest.health import Health
     from .ingest.writer import WriterStats
+    from .limits.overrides import LimitChange
     from .limits.decision import LimitDecision
+    from .limits.refusals import RefusalCount
     from .reports.queries import Reports
     from .reports.results import CallRecord, CleanupResult, Group, Summary, Totals
     from .tracker import TokenTracker

@@ -15,6 +15,7 @@ import signal
 import threading
 import weakref
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
@@ -23,7 +24,8 @@ from .capture import CallRecorder, ObservedCall
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
-from .limits import Guard, LimitChange, LimitDecision, Limiter, LimitOverride, Overrides, rolling_window_start
+from .limits import (Guard, LimitChange, LimitDecision, Limiter, LimitOverride, Overrides, RefusalCount,
+                     rolling_window_start)
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .reports.periods import Period
@@ -188,6 +190,11 @@ class TokenTracker(CallRecorder):
                      default_output=self.config.default_estimate_tokens, strict=strict,
                      bind_model=self._bind_model)
 
+    def limit_refusals(self) -> list[RefusalCount]:
+        """How many guarded runs the limits refused, by refusing rule (scope, metric) and the run's model and
+        feature: all time, counted in the database by every process (what ``/metrics`` reports)."""
+        return [RefusalCount(*row) for row in self._store.refusals.totals()]
+
     def _bind_model(self, model_id: str) -> Any:
         """``dspy.context(lm=...)`` on a configured model (a rule's fallback), like the LM the run would use."""
         return bind_lm(model_id, self.config.model_entry(model_id))
@@ -200,7 +207,7 @@ class TokenTracker(CallRecorder):
         each metric given replaces the configured rules of that scope and metric (per-model rules stay).
         ``window``: ``"30d"``, ``"24h"``, ``"1mo"``... (default ``time_window_days``). ``by`` goes in the audit."""
         return self._overrides.set_limit(scope, scope_id, tokens=tokens, cost_usd=cost_usd, requests=requests,
-                                  window=window, by=by)
+                                         window=window, by=by)
 
     def clear_limit(self, scope: str, scope_id: int | str | None, *, by: str | None = None) -> LimitChange:
         """Drop the scope's run-time limits: the configured rules apply again."""
@@ -210,7 +217,8 @@ class TokenTracker(CallRecorder):
         """Usage before now stops counting toward the scope's limits (reports and history keep it)."""
         return self._overrides.reset_usage(scope, scope_id, by=by)
 
-    def set_bypass(self, scope: str, scope_id: int | str | None, on: bool = True, *, by: str | None = None) -> LimitChange:
+    def set_bypass(self, scope: str, scope_id: int | str | None, on: bool = True, *,
+                   by: str | None = None) -> LimitChange:
         """Let every request of the scope through (``on=False`` ends it)."""
         return self._overrides.set_bypass(scope, scope_id, on, by=by)
 

@@ -6,7 +6,8 @@ from .guard import Guard
 from .limiter import Limiter
 from .messages import describe
 from .overrides import LimitChange, LimitOverride, Overrides
+from .refusals import RefusalCount
 from .rules import COST, DAY, MONTH, ROLLING, TOKENS, Rule, rolling_window_start, rules_from_config
 
-__all__ = ["COST", "DAY", "Guard", "LimitChange", "LimitDecision", "LimitOverride", "Limiter", "MONTH", "Overrides", "ROLLING", "Rule", "TOKENS", "describe",
-           "rolling_window_start", "rules_from_config"]
+__all__ = ["COST", "DAY", "Guard", "LimitChange", "LimitDecision", "LimitOverride", "Limiter", "MONTH", "Overrides",
+           "ROLLING", "RefusalCount", "Rule", "TOKENS", "describe", "rolling_window_start", "rules_from_config"]

@@ -137,6 +137,8 @@ class Limiter:
                                      message="Usage limits could not be evaluated; the request was allowed.")
             return LimitDecision(False, enforcement=mode, exceeded=True,
                                  message="Usage limits could not be evaluated; please tell an administrator.")
+        if reserve and not decision.allowed:
+            self._count_refusal(request, decision)
         if decision.exceeded and mode == "warn":
             log.warning("dspy-tokens (warn mode): would refuse user=%s guild=%s: %s", request.user_id,
                         request.guild_id, decision.message)
@@ -172,10 +174,15 @@ class Limiter:
         cost = self.cost_estimate_pusd(request.model, total)
         try:
             self.store.connect()
-            rules = self.applicable(request)
+            found = self.overrides.read(request) if self.overrides is not None else None
+            if found is None:
+                rules = self.applicable(request)
+            else:
+                rules = [] if found.bypassed else found.apply(self.applicable(request, found.rules))
             ask = evaluate.Ask(request, rules, extra, self.cost_estimate_pusd(request.model, extra), "given",
                                datetime.now(timezone.utc), None, self.config.enforcement,
-                               self.config.soft_limit_ratio, hold_seconds=self.config.reservation_ttl_seconds)
+                               self.config.soft_limit_ratio, found.resets if found is not None else {},
+                               hold_seconds=self.config.reservation_ttl_seconds)
             keys = evaluate.lock_keys(ask) if self.windows.needs_lock_rows else []
             self.windows.create_locks(keys)
             with self.windows.transaction():
@@ -185,6 +192,8 @@ class Limiter:
                 if decision.allowed or not strict:
                     self.windows.top_up(reservation_id, call_id, total, cost, calls,
                                         self.config.reservation_ttl_seconds)
+            if strict and not decision.allowed:
+                self._count_refusal(request, decision)
             return decision
         except StorageUnavailable as exc:
             self.store.reset_connection()
@@ -193,6 +202,15 @@ class Limiter:
             self.store.reset_connection()
             log.exception("dspy-tokens: a guarded run's reservation could not be topped up (%s)", exc)
             return LimitDecision(not strict, exceeded=strict, message="Usage limits could not be evaluated.")
+
+    def _count_refusal(self, request: Request, decision: LimitDecision) -> None:
+        """Count a refused run in the database (for ``/metrics``); a failure is logged and changes nothing."""
+        try:
+            self.store.refusals.add((decision.scope or "", decision.metric, request.model or "",
+                                     request.feature or ""))
+        except Exception as exc:
+            self.store.reset_connection()
+            log.warning("dspy-tokens: a refusal could not be counted (%s: %s)", type(exc).__name__, exc)
 
     def _unavailable(self, exc: Exception, mode: str) -> LimitDecision:
         log.error("dspy-tokens: usage limits could not be checked (%s: %s); %s", type(exc).__name__, exc,

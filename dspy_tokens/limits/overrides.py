@@ -84,6 +84,8 @@ def scope_key(scope: str, scope_id: int | str | None) -> tuple[str, int]:
     if scope not in COUNTER_SCOPES:
         raise ConfigurationError(SOURCE, "scope", scope, f"must be one of {', '.join(COUNTER_SCOPES)}")
     if scope == SCOPE_GLOBAL:
+        if scope_id not in (None, 0, "0", ""):
+            raise ConfigurationError(SOURCE, "scope_id", scope_id, "must be 0 or left out for the global scope")
         return scope, 0
     if scope == SCOPE_FEATURE:
         if not scope_id:
@@ -165,6 +167,8 @@ class Overrides:
         return self._change(scope_key(scope, scope_id), "bypass", {"bypass": bool(on)}, by, {"on": bool(on)})
 
     def changes(self, scope=None, scope_id=None, *, limit: int = 20) -> list[LimitChange]:
+        if scope is not None and scope not in COUNTER_SCOPES:
+            raise ConfigurationError(SOURCE, "scope", scope, f"must be one of {', '.join(COUNTER_SCOPES)}")
         sid = scope_key(scope, scope_id)[1] if scope is not None and (scope_id is not None
                                                                        or scope == SCOPE_GLOBAL) else None
         self.store.ensure_schema()

@@ -27,7 +27,7 @@ def to_json_value(value: Any) -> Any:
 
 
 #: Fields holding 64-bit ids: written as strings (a JSON number loses digits past 2**53).
-ID_FIELDS = frozenset({"id", "user_id", "guild_id", "channel_id"})
+ID_FIELDS = frozenset({"id", "user_id", "guild_id", "channel_id", "scope_id"})
 #: The ids a pseudonym replaces (row ids are not about anyone).
 PERSON_IDS = frozenset({"user_id", "guild_id", "channel_id"})
 #: Read-only properties written beside a dataclass's fields when it has them (LimitDecision.remaining).

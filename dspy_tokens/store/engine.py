@@ -16,6 +16,7 @@ from ._sql import executemany, insert_sql, upsert_sql
 from .overrides import OverrideTable
 from .prune import Pruner
 from .records import Records
+from .refusals import RefusalCounter
 from .rows import ROW_COLUMNS, UsageRow
 from .schema import bind_models
 from .spans import SpanReader
@@ -65,6 +66,11 @@ class Store:
     def windows(self) -> LimitWindows:
         """Limit windows, locks and reservations."""
         return LimitWindows(self)
+
+    @functools.cached_property
+    def refusals(self) -> RefusalCounter:
+        """Refusals of guarded runs, counted for every process."""
+        return RefusalCounter(self)
 
     @functools.cached_property
     def spans(self) -> SpanReader:

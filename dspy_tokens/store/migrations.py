@@ -75,6 +75,9 @@ def _exact_text_keys(db, models) -> None:
         first = rebuild.first_complete_day(db, kind, models)
         if first is not None:
             rebuild.rebuild_rollups(db, kind, from_day=first)
+def _refusals(db, models) -> None:
+    # Refusals counted in the database, so /metrics sums every process's (none are known from before).
+    db.create_tables([models.LimitRefusal], safe=True)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -85,6 +88,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
     Migration(6, "text keys compare exactly (binary collation on MySQL/MariaDB); split merged aggregates",
               _exact_text_keys),
+    Migration(9, "limits: refusals counted by rule scope, metric, model and feature", _refusals),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -16,6 +16,7 @@ table                          key                                        holds
 ``token_limit_reset_baselines`` (scope, scope_id, model)                  the reset hour's usage before a reset
 ``token_limit_changes``        ``id``                                     the audit trail of run-time changes
 ``token_alerts_sent``          (rule, scope_id, period, threshold)        each budget alert, fired once
+``token_limit_refusals``       (scope, metric, model, feature)            guarded runs refused, all time
 ``dspy_tokens_migrations``     ``version``                                applied schema versions
 =============================  =========================================  ==========================================
 
@@ -281,6 +282,22 @@ class AlertSent(pw.Model):
         primary_key = pw.CompositeKey("rule", "scope_id", "period", "threshold")
 
 
+class LimitRefusal(pw.Model):
+    """How many guarded runs a limit refused, by the refusing rule's scope and metric and the run's model and
+    feature ('' for none): bounded labels for ``/metrics``, the same in every process."""
+
+    scope = pw.CharField(max_length=8)
+    metric = pw.CharField(max_length=8)
+    model = pw.CharField(max_length=200)
+    feature = pw.CharField(max_length=100)
+    refusals = pw.BigIntegerField(default=0)
+    last_refused_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "token_limit_refusals"
+        primary_key = pw.CompositeKey("scope", "metric", "model", "feature")
+
+
 class SchemaMigration(pw.Model):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=100)
@@ -291,7 +308,7 @@ class SchemaMigration(pw.Model):
 
 
 BASE_MODELS = (TokenUsage, UsageCounter, ModelUsageCounter, DailyUsage, UsageRollup, Reservation, LimitLock,
-               ReservationCall, LimitOverride, ResetBaseline, LimitChange, AlertSent, SchemaMigration)
+               ReservationCall, LimitOverride, ResetBaseline, LimitChange, AlertSent, LimitRefusal, SchemaMigration)
 _CLUSTERED = (DailyUsage, UsageRollup)  # stored in primary-key order on SQLite too (WITHOUT ROWID), as InnoDB does
 
 

@@ -133,7 +133,4 @@ def build_router() -> APIRouter:
         audit(request, "cleanup", older_than_days=older_than_days, dry_run=dry_run, rows=result.rows,
               counter_rows=result.counter_rows)
         return viewer.shape(result)
-
-    # Limit management (set, clear, reset, bypass, history) goes here once the tracker offers it, one function
-    # each: e.g. @router.put("/limits/{scope}/{scope_id}") -> audit(...) -> tracker.set_limit(...).
-    return router
+    return router  # limit management (set, clear, reset, bypass, history): limit_admin.py

@@ -104,8 +104,10 @@ def build_router() -> APIRouter:
     def limits(user_id: str | None = None, guild_id: str | None = None, model: str | None = None,
                estimate: int | None = Query(None, ge=0), viewer: Viewer = Depends(reader),
                tracker: TokenTracker = Depends(tracker_of)) -> dict:
-        """Reads only (reserves nothing). The decision's fields as JSON; ``forecast_exhausted_at`` appears by
-        itself once decisions carry it."""
+        """Reads only (reserves nothing). The decision's fields as JSON: ``used`` (committed in the window) apart
+        from ``reserved`` (held by guarded runs in progress), ``remaining``, and ``forecast_exhausted_at`` (ISO 8601
+        UTC: when the limit is reached at the pace of the last three hours; null without a pace, or when the
+        window starts again first); ``others`` holds every other applicable rule in the same shape."""
         decision = tracker.check(user_id or None, guild_id or None, model=model or None, estimate=estimate)
         return viewer.shape(decision)
 

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from dspy_tokens import Config, StorageError, TokenTracker, __version__
 
-from . import admin, api, dashboard, metrics
+from . import admin, api, dashboard, limit_admin, metrics
 from .auth import Gate, Tokens
 
 log = logging.getLogger("dspy_tokens.web")
@@ -29,9 +29,9 @@ def create_app(tracker_or_database_url: TokenTracker | str | None = None, *, adm
 
     Without tokens the app is open to whoever reaches it: reads only, with user/guild/channel ids pseudonymised,
     and no admin calls — serve it on loopback only. ``read_token`` lets scripts and people read (ids still
-    pseudonymised); ``admin_token`` also shows ids and allows export and cleanup. Mount it in an existing app
-    with ``parent.mount("/usage", create_app(...))``. No CORS headers are sent (add Starlette's CORSMiddleware
-    for the origins you trust).
+    pseudonymised); ``admin_token`` also shows ids and allows export, cleanup and limit changes. Mount it in an
+    existing app with ``parent.mount("/usage", create_app(...))``. No CORS headers are sent (add Starlette's
+    CORSMiddleware for the origins you trust).
     """
     tokens = Tokens.of(admin_token, read_token)
     owned = not isinstance(tracker_or_database_url, TokenTracker)
@@ -82,6 +82,7 @@ def create_app(tracker_or_database_url: TokenTracker | str | None = None, *, adm
 
     app.include_router(api.build_router())
     app.include_router(admin.build_router())
+    app.include_router(limit_admin.build_router())
     app.include_router(dashboard.build_router())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

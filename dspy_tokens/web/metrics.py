@@ -4,8 +4,9 @@ Every process serving this app reports the same numbers, however many processes 
 the database's (all time; the rollups are kept by retention, so counters never go down), not counters kept in
 memory. Labels are bounded: ``model`` on the main families, ``feature`` on the ``*_feature_*`` families (the
 rollups hold each dimension on its own; a model x feature cross would read the daily cube, as large as the rows),
-and ``token_type``. Never a user or guild id. The writer gauges describe this process's own tracker and are
-present only when the app was given a recording tracker (a bot serving its own dashboard).
+and ``token_type``; ``dspy_tokens_limit_refusals_total`` (the database's refusal counts) by model, feature and the
+refusing rule's scope and metric. Never a user or guild id. The writer gauges describe this process's own tracker
+and are present only when the app was given a recording tracker (a bot serving its own dashboard).
 
 Families per dimension come from :data:`METRIC_DIMENSIONS`: a ``request_type`` dimension joins by itself once
 the reports API knows it (``dspy_tokens_request_type_*``).
@@ -45,6 +46,7 @@ class UsageCollector:
         up = GaugeMetricFamily("dspy_tokens_database_up", "1 when the usage database answered this scrape")
         try:
             groups = {dim: self.tracker.breakdown(dim) for dim in METRIC_DIMENSIONS}
+            refused = self.tracker.limit_refusals()
         except StorageError as exc:
             log.warning("dspy-tokens web: /metrics could not read the database: %s", exc)
             up.add_metric([], 0)
@@ -71,6 +73,12 @@ class UsageCollector:
                 cost.add_metric([label], float(g.cost_usd))
             yield tokens
             yield cost
+        refusals = CounterMetricFamily("dspy_tokens_limit_refusals", "guarded runs refused by a limit, by the "
+                                       "refusing rule's scope and metric", labels=["model", "feature", "scope",
+                                                                                   "metric"])
+        for r in refused:
+            refusals.add_metric([r.model, r.feature, r.scope, r.metric], r.refusals)
+        yield refusals
         yield from self._writer()
 
     def _writer(self):

@@ -63,6 +63,9 @@ def test_a_strict_guard_stops_before_the_call_that_does_not_fit(make_tracker, da
     assert stopped.value.decision.exceeded and not stopped.value.decision.allowed
     assert tracker.flush(10) and reservations(tracker) == 0
     assert tracker.check(USER, estimate=0).used == server.usage_totals()["total_tokens"] <= 3_000
+    # the stopped run is one refusal (for /metrics), under the refusing rule and the run's model
+    assert [(r.scope, r.metric, r.model, r.refusals) for r in tracker.limit_refusals()] == [
+        ("user", "tokens", "openai/gpt-4o-mini", 1)]
 
 
 def test_without_strict_the_run_finishes_and_others_see_its_hold(make_tracker, sqlite_url, server):
