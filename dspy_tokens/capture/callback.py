@@ -53,6 +53,18 @@ class ObservedCall:
     error: str | None
     latency_ms: int
     created_at: datetime
+    request_type: str = "chat"
+
+
+#: DSPy's ``model_type`` -> the request type stored; an LM without one (``dspy.experimental.TypeSafe``) is "decision".
+REQUEST_TYPES = {"chat": "chat", "text": "completion", "responses": "responses"}
+
+
+def request_type_of(instance: Any) -> str:
+    model_type = getattr(instance, "model_type", None)
+    if model_type is None:
+        return "decision"
+    return REQUEST_TYPES.get(str(model_type), str(model_type)[:20])
 
 
 class CallRecorder(BaseCallback):
@@ -151,7 +163,8 @@ class CallRecorder(BaseCallback):
             attribution=started.attribution, module=started.module,
             model=str(getattr(started.instance, "model", None) or type(started.instance).__name__),
             entry=entry, error=_describe(exception) if exception is not None else None,
-            latency_ms=latency_ms, created_at=datetime.now(timezone.utc)))
+            latency_ms=latency_ms, created_at=datetime.now(timezone.utc),
+            request_type=request_type_of(started.instance)))
 
     def _find_entry(self, started: _Started) -> dict | None:
         """This call's own history entry: matched by identity of its messages list, never ``history[-1]``."""

@@ -32,7 +32,7 @@ OTEL_ALIASES = {
     "session_id": "gen_ai.conversation.id",
 }
 _JSON_TEXT = {"call_uuid", "session_id", "feature", "module", "model", "response_model", "cost_source", "error",
-              "created_at"}
+              "created_at", "request_type"}  # metadata is JSON text already: written as the object it is
 
 
 def export(store: Store, fmt: str, out, *, filters: dict, since=None, until=None, anonymize: bool = False,
