@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from . import lifecycle
-from .capture import CallRecorder, ObservedCall
+from .capture import CallRecorder, ObservedCall, record_embeddings
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
@@ -69,6 +69,7 @@ class TokenTracker(CallRecorder):
         lifecycle.register(self, self._store.url)
         if not _record:
             return
+        record_embeddings()  # dspy.Embedder fires no DSPy callback: LiteLLM's callbacks see its requests
         self._rows = RowBuilder(self._prices, self.config.log_calls)
         self._retention = RetentionScheduler(self._reports, self.config, self.retention_interval,
                                              on_done=self._store.reset_connection)
