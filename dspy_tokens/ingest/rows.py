@@ -110,7 +110,8 @@ class RowBuilder:
             prompt_tokens=counts.prompt, completion_tokens=counts.completion, total_tokens=counts.total,
             cached_tokens=counts.cached, reasoning_tokens=counts.reasoning, cost_usd=cost_usd,
             cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported, error=call.error,
-            latency_ms=call.latency_ms, created_at=call.created_at, request_type=call.request_type)
+            latency_ms=call.latency_ms, created_at=call.created_at, request_type=call.request_type,
+            metadata=who.metadata)
         row = storable(row)
         if self.log_calls:
             log_row(row)
