@@ -105,8 +105,9 @@ class Totals:
         return self.unknown_cost_calls == 0
 
     def to_dict(self) -> dict:
-        """JSON-ready: money as a decimal string, times as ISO 8601."""
-        return {f.name: to_json_value(getattr(self, f.name)) for f in fields(self)}
+        """JSON-ready (:func:`json_ready`): money as a decimal string, times as ISO 8601, id keys as strings."""
+        shaped: dict = json_ready(self)
+        return shaped
 
 
 @dataclass(frozen=True)
