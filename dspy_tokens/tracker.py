@@ -70,7 +70,7 @@ class TokenTracker(CallRecorder):
         if not _record:
             return
         record_embeddings()  # dspy.Embedder fires no DSPy callback: LiteLLM's callbacks see its requests
-        self._rows = RowBuilder(self._prices, self.config.log_calls)
+        self._rows = RowBuilder(self._prices, self.config.log_calls, self.config.estimate_usage)
         self._retention = RetentionScheduler(self._reports, self.config, self.retention_interval,
                                              on_done=self._store.reset_connection)
         self._spill_dir = Path(spill_dir) if spill_dir else default_spill_dir(self._store)
@@ -152,7 +152,7 @@ class TokenTracker(CallRecorder):
         limiter = Limiter(self._store, config, bypasses, prices)
         self.config, self.bypasses, self._prices, self._limiter = config, bypasses, prices, limiter
         if self._writer is not None:
-            self._rows.configure(prices, config.log_calls)
+            self._rows.configure(prices, config.log_calls, config.estimate_usage)
             self._retention.configure(config)
             self._writer.on_committed = self._retention if config.retention_days else None
         return config
