@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from . import lifecycle
-from .capture import CallRecorder, ObservedCall
+from .capture import CallRecorder, ObservedCall, record_embeddings
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
@@ -72,7 +72,8 @@ class TokenTracker(CallRecorder):
         lifecycle.register(self, self._store.url)
         if not _record:
             return
-        self._rows = RowBuilder(self._prices, self.config.log_calls)
+        record_embeddings()  # dspy.Embedder fires no DSPy callback: LiteLLM's callbacks see its requests
+        self._rows = RowBuilder(self._prices, self.config.log_calls, self.config.estimate_usage)
         self._retention = RetentionScheduler(self._reports, self.config, self.retention_interval,
                                              on_done=self._store.reset_connection)
         self._spill_dir = Path(spill_dir) if spill_dir else default_spill_dir(self._store)
@@ -155,7 +156,7 @@ class TokenTracker(CallRecorder):
         limiter = Limiter(self._store, config, bypasses, prices, self._overrides)
         self.config, self.bypasses, self._prices, self._limiter = config, bypasses, prices, limiter
         if self._writer is not None:
-            self._rows.configure(prices, config.log_calls)
+            self._rows.configure(prices, config.log_calls, config.estimate_usage)
             self._retention.configure(config)
             self._writer.on_committed = self._retention if config.retention_days else None
         return config

@@ -26,7 +26,7 @@ NO_ATTRIBUTION = Attribution()
 
 
 @dataclass(slots=True)
-class _Started:
+class StartedCall:
     instance: Any
     messages: Any
     prompt: Any
@@ -53,6 +53,18 @@ class ObservedCall:
     error: str | None
     latency_ms: int
     created_at: datetime
+    request_type: str = "chat"
+
+
+#: DSPy's ``model_type`` -> the request type stored; an LM without one (``dspy.experimental.TypeSafe``) is "decision".
+REQUEST_TYPES = {"chat": "chat", "text": "completion", "responses": "responses"}
+
+
+def request_type_of(instance: Any) -> str:
+    model_type = getattr(instance, "model_type", None)
+    if model_type is None:
+        return "decision"
+    return REQUEST_TYPES.get(str(model_type), str(model_type)[:20])
 
 
 class CallRecorder(BaseCallback):
@@ -60,7 +72,7 @@ class CallRecorder(BaseCallback):
 
     def __init__(self):
         self._frames: dict[str, tuple[str | None, str]] = {}  # call_id -> (parent call_id, label)
-        self._started: dict[str, _Started] = {}
+        self._started: dict[str, StartedCall] = {}
         self._session_indexes: dict[str, itertools.count] = {}
         self._claimed: OrderedDict[Any, Any] = OrderedDict()  # uuid -> None; ("entry", id) -> the entry
         self._warned_no_history = False
@@ -98,6 +110,17 @@ class CallRecorder(BaseCallback):
         run = current_run()
         if run is not None and run.recorder is self:  # a guarded run: top up its reservation, or stop it
             run.before_call(call_id, instance, inputs.get("messages"), inputs.get("prompt"))
+        # A prompt string, or an lm15 Request (DSPy's non-deprecated API: lm(Request) or lm(request=Request))
+        prompt = inputs.get("prompt")
+        if prompt is None:
+            prompt = (inputs.get("kwargs") or {}).get("request")
+        messages = inputs.get("messages")
+        args = dict(inputs) if messages is None and prompt is None and inputs else None
+        self._started[call_id] = self._begin(call_id, instance, messages, prompt, args)
+
+    def _begin(self, call_id: str, instance: Any, messages: Any = None, prompt: Any = None,
+               args: dict | None = None) -> StartedCall:
+        """Where a request starting now belongs: its session and index, attribution and module path."""
         started = time.perf_counter()
         attribution = current_attribution() or NO_ATTRIBUTION
         attribution.mark_seen()
@@ -119,15 +142,26 @@ class CallRecorder(BaseCallback):
                     self._session_indexes.pop(next(iter(self._session_indexes)), None)
                 counter = self._session_indexes.setdefault(root, itertools.count())
             session_id, index = root, next(counter)
-        # A prompt string, or an lm15 Request (DSPy's non-deprecated API: lm(Request) or lm(request=Request))
-        prompt = inputs.get("prompt")
-        if prompt is None:
-            prompt = (inputs.get("kwargs") or {}).get("request")
-        messages = inputs.get("messages")
-        args = dict(inputs) if messages is None and prompt is None and inputs else None
-        self._started[call_id] = _Started(
-            instance, messages, prompt, session_id, index, root, attribution,
-            ">".join(reversed(labels))[-255:] or None, started, args)
+        return StartedCall(instance, messages, prompt, session_id, index, root, attribution,
+                        ">".join(reversed(labels))[-255:] or None, started, args)
+
+    # -- requests DSPy does not call back for (dspy.Embedder: capture.embeddings sees them in LiteLLM) ----------
+    def begin_request(self, call_id: str) -> StartedCall | None:
+        """Place a request that fires no DSPy callback; None when it is made inside an LM call this recorder
+        already observes (that call's own request: recorded once, by the call)."""
+        if ACTIVE_CALL_ID.get() in self._started:
+            return None
+        return self._begin(call_id, None)
+
+    def finish_request(self, call_id: str, started: StartedCall, model: str, entry: dict | None, error: str | None,
+                       request_type: str) -> None:
+        if started.root == call_id:  # a top-level request is its own session
+            self._session_indexes.pop(call_id, None)
+        self.emit(ObservedCall(
+            call_uuid=call_id, session_id=started.session_id, call_index=started.call_index,
+            attribution=started.attribution, module=started.module, model=model, entry=entry, error=error,
+            latency_ms=int((time.perf_counter() - started.started) * 1000), created_at=datetime.now(timezone.utc),
+            request_type=request_type))
 
     def on_lm_end(self, call_id, outputs, exception=None):
         started = self._started.pop(call_id, None)
@@ -151,9 +185,10 @@ class CallRecorder(BaseCallback):
             attribution=started.attribution, module=started.module,
             model=str(getattr(started.instance, "model", None) or type(started.instance).__name__),
             entry=entry, error=_describe(exception) if exception is not None else None,
-            latency_ms=latency_ms, created_at=datetime.now(timezone.utc)))
+            latency_ms=latency_ms, created_at=datetime.now(timezone.utc),
+            request_type=request_type_of(started.instance)))
 
-    def _find_entry(self, started: _Started) -> dict | None:
+    def _find_entry(self, started: StartedCall) -> dict | None:
         """This call's own history entry: matched by identity of its messages list, never ``history[-1]``."""
         for source in (lambda: getattr(started.instance, "history", None), global_history):
             history = source()  # DSPy's global history is read only when the LM's own has no entry

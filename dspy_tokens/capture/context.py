@@ -12,10 +12,12 @@ import contextvars
 import functools
 import inspect
 import itertools
+import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from .._ids import checked_id
+from .._metadata import metadata_text
 from . import dspy_internals, watch
 
 CONTEXT_KEY = "dspy_tokens_usage"
@@ -32,6 +34,7 @@ class Attribution:
     channel_id: int | None = None
     feature: str | None = None
     session_id: str | None = None
+    metadata: str | None = None  # compact JSON text (see dspy_tokens._metadata), merged over the outer context's
     # Shared by every call of an explicit session, across threads: call indexes 0, 1, 2...
     _indexes: itertools.count = field(default_factory=itertools.count, compare=False, repr=False)
     # How many LM calls a tracker saw inside the context (shared with the contexts nested in it).
@@ -107,6 +110,9 @@ def _merge(outer: Attribution | None, **values) -> Attribution:
         given["feature"] = str(given["feature"])[:100]
     if "session_id" in given:
         given["session_id"] = str(given["session_id"])[:64]
+    if "metadata" in given:  # an inner context's keys replace the outer one's; the size bound holds for the merge
+        inherited = json.loads(outer.metadata) if outer is not None and outer.metadata else {}
+        given["metadata"] = metadata_text({**inherited, **given["metadata"]})
     if outer is None:
         return Attribution(**given)
     # Nested contexts refine the outer one; a new explicit session restarts the call index.
@@ -118,14 +124,16 @@ class usage_context:  # noqa: N801 - used like contextlib's lower-case helpers
     """Attribute every LM call inside to a user/guild/channel/feature, as a context manager or decorator.
 
     ``session_id`` groups all calls inside into one session (e.g. a Discord interaction id); without it each
-    top-level DSPy module run is its own session.
+    top-level DSPy module run is its own session. ``metadata`` (``{"team": "a", "experiment": "b"}``) is stored
+    with each call: at most 16 keys of letters, digits, ``_``, ``-``; string (up to 200 characters) or number
+    values; 2,048 characters as JSON. Anything else is a ``ValueError`` here, where it is written.
     """
 
     def __init__(self, *, user_id: int | str | None = None, guild_id: int | str | None = None,
                  channel_id: int | str | None = None, feature: str | None = None,
-                 session_id: str | int | None = None):
+                 session_id: str | int | None = None, metadata: Mapping[str, str | int | float] | None = None):
         self._values = dict(user_id=user_id, guild_id=guild_id, channel_id=channel_id, feature=feature,
-                            session_id=session_id)
+                            session_id=session_id, metadata=metadata)
         _merge(None, **self._values)  # validate now: a bad id fails where it is written
         self._tokens: list[contextvars.Token] = []
         self._opened: list[tuple[Attribution, object]] = []  # (attribution, newest history entry at entry)

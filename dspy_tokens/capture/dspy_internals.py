@@ -10,7 +10,7 @@ from dspy.dsp.utils.settings import settings, thread_local_overrides
 from dspy.utils.callback import BaseCallback
 from dspy.utils.callback_context import ACTIVE_CALL_ID
 
-__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "configured_model", "global_history", "history_disabled",
+__all__ = ["ACTIVE_CALL_ID", "BaseCallback", "configured_callbacks", "configured_model", "global_history", "history_disabled",
            "overrides", "price_map_entry", "price_map_info", "price_map_version", "reset_overrides",
            "set_overrides"]
 
@@ -43,6 +43,14 @@ def configured_lm():
         return settings.get("lm")
     except Exception:
         return None
+
+
+def configured_callbacks() -> list:
+    """The DSPy callbacks in force here (``dspy.configure``/``dspy.context``)."""
+    try:
+        return list(settings.get("callbacks") or [])
+    except Exception:
+        return []
 
 
 def configured_model() -> str | None:

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import click
 
 from dspy_tokens import DspyTokensError, Reports, StorageError
-from dspy_tokens.reports import to_json_value
+from dspy_tokens.reports import json_ready, to_json_value
 from dspy_tokens.store import ENV_VAR, Store, redact, resolve_url, sqlite_path
 
 #: Exit codes (also in ``dspy-tokens --help``): 0 done; 1 an error (one line on stderr); 2 a usage error (click's);
@@ -148,7 +148,8 @@ def when(moment) -> str:
 
 
 def echo_json(payload) -> None:
-    click.echo(json.dumps(payload, indent=2, default=to_json_value))
+    """Every ``--json`` output: 64-bit ids as strings, money as decimal strings, times ISO 8601 (``json_ready``)."""
+    click.echo(json.dumps(json_ready(payload), indent=2, default=to_json_value))
 
 
 TOTAL_HEADERS = ("calls", "prompt", "completion", "cached", "reasoning", "total", "cost", "errors", "cache hits")

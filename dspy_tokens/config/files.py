@@ -125,7 +125,7 @@ def parse_config(data: Any, source: str = "models.json") -> Config:
         source=source, default=raw.default, models=models, time_window_days=raw.time_window_days, **flat,
         enforcement=raw.enforcement, soft_limit_ratio=raw.soft_limit_ratio, retention_days=raw.retention_days,
         default_estimate_tokens=raw.default_estimate_tokens, reservation_ttl_seconds=raw.reservation_ttl_seconds,
-        log_calls=raw.log_calls, fail_open=raw.fail_open, limits=limits, alerts=_alerts(raw.alerts))
+        log_calls=raw.log_calls, estimate_usage=raw.estimate_usage, fail_open=raw.fail_open, limits=limits, alerts=_alerts(raw.alerts))
 
 
 def _default(path: str | os.PathLike | None, name: str) -> Path | None:

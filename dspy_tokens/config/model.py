@@ -103,6 +103,7 @@ class Config:
     default_estimate_tokens: int = 4000
     reservation_ttl_seconds: int = 600
     log_calls: bool = False
+    estimate_usage: bool = True  # no usage reported: count it with LiteLLM's tokenizer (flagged) and limit it
     fail_open: bool = True  # when the database cannot be asked: allow (and log) rather than refuse everyone
     limits: tuple[LimitSpec, ...] = ()
     alerts: AlertSettings | None = None

@@ -147,6 +147,7 @@ class ConfigSchema(_FlatLimits):
     default_estimate_tokens: Annotated[int, Field(ge=1, le=10**7)] = 4000
     reservation_ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
     log_calls: bool = False
+    estimate_usage: bool = True
     fail_open: bool = True
     limits: list[LimitSchema] = []
     alerts: Optional[AlertsSchema] = None
@@ -174,7 +175,7 @@ FIXES = {
     "max_tokens": "must be an integer >= 1 and <= 10000000 or null",
     "enforcement": "must be one of enforce, warn, off",
     "soft_limit_ratio": "must be a number in (0, 1], e.g. 0.8",
-    "log_calls": "must be true or false", "fail_open": "must be true or false", "calendar": "must be true or false",
+    "log_calls": "must be true or false", "estimate_usage": "must be true or false", "fail_open": "must be true or false", "calendar": "must be true or false",
     "models": "must be a list of model objects",
     "limits": 'must be a list of rule objects, e.g. [{"scope": "user", "metric": "tokens", "max": 50000, '
               '"window": "1d", "calendar": true}]',

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .._ids import optional_id
 from ..errors import ConfigurationError
 from ..pricing import PriceBook
+from .._metadata import metadata_text
 from ..store import ROW_COLUMNS, Store, UsageRow
 from ..store.foreign import GepetoTable
 from .gepeto import gepeto_row
@@ -157,7 +158,7 @@ def _csv_rows(lines: Iterable[str], name: str, zone: tzinfo | None) -> Iterator[
 def _export_row(cells: dict[str, Any], where: str, zone: tzinfo | None, *, csv_cells: bool) -> UsageRow:
     """One exported row (cells as CSV text or JSON values) as a :class:`UsageRow`, or a ValueError naming the line
     and column."""
-    missing = [c for c in ROW_COLUMNS if c not in cells]
+    missing = [c for c in ROW_COLUMNS if c not in cells and c not in UsageRow._field_defaults]
     if missing:
         raise ValueError(f"{where}: not a dspy-tokens export (missing columns: {', '.join(missing)})")
     if csv_cells:  # CSV writes NULL as an empty field
@@ -166,12 +167,17 @@ def _export_row(cells: dict[str, Any], where: str, zone: tzinfo | None, *, csv_c
     column = ""
     try:
         for column in ROW_COLUMNS:
+            if column not in cells:  # an export from before the column existed
+                values[column] = UsageRow._field_defaults[column]
+                continue
             value = cells[column]
             if column in _IDS:
                 values[column] = optional_id(value)
             elif column in _INTS:
                 values[column] = None if value is None else _integer(value)
-            elif column in ("cache_hit", "usage_reported"):
+            elif column == "metadata":
+                values[column] = None if value is None else _metadata(value)
+            elif column in ("cache_hit", "usage_reported", "usage_estimated"):
                 values[column] = _boolean(value)
             elif column == "cost_usd":
                 values[column] = None if value is None else _decimal(value)
@@ -179,7 +185,7 @@ def _export_row(cells: dict[str, Any], where: str, zone: tzinfo | None, *, csv_c
                 values[column] = _moment(value, zone)
             elif column in _OPTIONAL_TEXT:
                 values[column] = None if value is None else str(value)
-            else:  # call_uuid, session_id, model, cost_source: never NULL
+            else:  # call_uuid, session_id, model, cost_source, request_type: never NULL
                 if value is None or value == "":
                     raise ValueError("must not be empty")
                 values[column] = str(value)
@@ -196,6 +202,15 @@ def _integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError("must be an integer")
     return int(value)
+
+
+def _metadata(value: Any) -> str:
+    """Exported metadata (an object in JSON exports, its JSON text in CSV) as the stored JSON text."""
+    if isinstance(value, str):
+        value = json.loads(value, parse_float=Decimal)
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return metadata_text(value)
 
 
 def _boolean(value: Any) -> bool:

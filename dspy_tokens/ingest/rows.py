@@ -9,6 +9,7 @@ from typing import Any
 from ..capture import ObservedCall, TokenCounts, is_cache_hit, normalize_usage
 from ..pricing import SOURCE_UNKNOWN, PriceBook
 from ..store import TEXT_LIMITS, UsageRow
+from .estimates import PREFIX, estimate
 
 log = logging.getLogger("dspy_tokens")
 call_log = logging.getLogger("dspy_tokens.calls")
@@ -60,8 +61,8 @@ def response_model_of(entry: dict) -> str | None:
 class RowBuilder:
     """Prices and normalises observed calls into rows; ``configure`` swaps the prices (``reload_config``)."""
 
-    def __init__(self, prices: PriceBook, log_calls: bool = False):
-        self.prices, self.log_calls = prices, log_calls
+    def __init__(self, prices: PriceBook, log_calls: bool = False, estimate_usage: bool = True):
+        self.prices, self.log_calls, self.estimate_usage = prices, log_calls, estimate_usage
         self._told: set[tuple[str, str]] = set()  # (model, problem without its numbers) already warned about
         self.listeners: list = []  # called with each row built (tracker.on_row); a failing one is logged
 
@@ -77,12 +78,12 @@ class RowBuilder:
         log.log(logging.WARNING if first else logging.DEBUG, "dspy-tokens: call %s: %s%s", call.call_uuid, problem,
                 " (further such calls of this model are logged at debug level)" if first else "")
 
-    def configure(self, prices: PriceBook, log_calls: bool) -> None:
-        self.prices, self.log_calls = prices, log_calls
+    def configure(self, prices: PriceBook, log_calls: bool, estimate_usage: bool = True) -> None:
+        self.prices, self.log_calls, self.estimate_usage = prices, log_calls, estimate_usage
 
     def build(self, call: ObservedCall) -> UsageRow:
         entry = call.entry
-        cache_hit = False
+        cache_hit = estimated = False
         response_model = None
         if entry is None:
             counts = TokenCounts()
@@ -92,10 +93,14 @@ class RowBuilder:
             counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"))
             if counts.problem:
                 self._report(call, counts.problem)
+            if not counts.reported and self.estimate_usage and call.error is None:
+                guessed = estimate(call.model, entry)
+                estimated = guessed is not None
+                counts = guessed or counts
         if counts.reported:
             try:
                 cost = self.prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
-                cost_usd, cost_source = cost.usd, cost.source
+                cost_usd, cost_source = cost.usd, (PREFIX + cost.source)[:20] if estimated else cost.source
             except Exception:  # a pricing bug must not lose the call: keep its tokens, the cost is unknown
                 log.exception("dspy-tokens: could not price call %s (model %r); its cost is stored as unknown",
                               call.call_uuid, call.model)
@@ -109,8 +114,10 @@ class RowBuilder:
             module=call.module, model=call.model, response_model=response_model,
             prompt_tokens=counts.prompt, completion_tokens=counts.completion, total_tokens=counts.total,
             cached_tokens=counts.cached, reasoning_tokens=counts.reasoning, cost_usd=cost_usd,
-            cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported, error=call.error,
-            latency_ms=call.latency_ms, created_at=call.created_at)
+            cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported and not estimated,
+            error=call.error,
+            latency_ms=call.latency_ms, created_at=call.created_at, request_type=call.request_type,
+            metadata=who.metadata, usage_estimated=estimated)
         row = storable(row)
         if self.log_calls:
             log_row(row)

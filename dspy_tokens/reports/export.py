@@ -1,7 +1,7 @@
 """Streaming export of the raw rows as CSV, a JSON array or JSON lines, optionally anonymised.
 
 Columns are the table's (:data:`~dspy_tokens.store.EXPORT_COLUMNS`; OTel GenAI equivalents in
-:data:`OTEL_ALIASES`). Times are ISO 8601 UTC, costs exact decimals (JSON numbers), NULL is empty in CSV and null
+:data:`OTEL_ALIASES`). Times are ISO 8601 UTC, costs exact decimals (strings in JSON, like ids), NULL is empty in CSV and null
 in JSON. ``anonymize=True`` replaces user, guild and channel ids by a salted hash (HMAC-SHA256, 16 hex digits):
 equal ids get equal hashes within one export; the salt is random per export, so two exports do not link. Memory
 stays constant: rows are read in keyset pages by id.
@@ -31,8 +31,9 @@ OTEL_ALIASES = {
     "response_model": "gen_ai.response.model",
     "session_id": "gen_ai.conversation.id",
 }
+# Strings in JSON: text, and 64-bit ids and money (a JSON number loses an id's digits past 2**53 in most readers)
 _JSON_TEXT = {"call_uuid", "session_id", "feature", "module", "model", "response_model", "cost_source", "error",
-              "created_at"}
+              "created_at", "request_type", "id", "user_id", "guild_id", "channel_id", "cost_usd"}  # metadata is JSON text already: written as the object it is
 
 
 def export(store: Store, fmt: str, out, *, filters: dict, since=None, until=None, anonymize: bool = False,
@@ -94,8 +95,8 @@ class _CsvSink:
 
 
 class _JsonLinesSink:
-    """One JSON object per line. Costs are bare JSON numbers with their exact decimal digits (read them back
-    with ``json.loads(..., parse_float=Decimal)``); anonymized ids are strings."""
+    """One JSON object per line. Ids (row, user, guild, channel) and costs are strings, exact whatever the reader
+    (``jq`` turns 111111111111111111 as a number into 111111111111111100); metadata is a JSON object."""
 
     def __init__(self, out, anonymize: bool = False):
         self.out = out
@@ -105,7 +106,7 @@ class _JsonLinesSink:
     def encode(self, row) -> str:
         quote = encode_basestring
         return "{" + ",".join(
-            key + ("null" if value is None else quote(value) if is_text else str(value))
+            key + ("null" if value is None else quote(str(value)) if is_text else str(value))
             for (key, is_text), value in zip(self.columns, row)) + "}"
 
     def start(self):

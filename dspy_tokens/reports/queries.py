@@ -24,12 +24,13 @@ from __future__ import annotations
 import operator
 import os
 from datetime import datetime
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from .._ids import optional_id
+from .._metadata import check_key, value_text
 from ..store import Store
 from ..store.spans import ALL, RAW, Span
-from ..store.units import DIMENSIONS, MEASURES
+from ..store.units import CUBE_DIMENSIONS, DIMENSIONS, MEASURES, METADATA_PREFIX
 from . import export as _export
 from . import retention
 from .periods import IdFilter, Moment, Period, period_bounds, plan_spans, utc_now
@@ -41,8 +42,9 @@ RECENT_SESSIONS_SCAN = 5000
 
 
 def _filters(user_id: IdFilter = None, guild_id: IdFilter = None, feature: str | None = None,
-             model: str | None = None) -> dict:
-    """The given filters as {dimension: value}, validated."""
+             model: str | None = None, request_type: str | None = None,
+             metadata: Mapping[str, Any] | None = None) -> dict:
+    """The given filters as {dimension: value}, validated; ``metadata={"team": "a"}`` is ``{"metadata:team": "a"}``."""
     found: dict[str, int | str | None] = {}
     for dim, value in (("user", user_id), ("guild", guild_id)):
         if value is not None:
@@ -50,12 +52,25 @@ def _filters(user_id: IdFilter = None, guild_id: IdFilter = None, feature: str |
                 found[dim] = optional_id(value)
             except ValueError as exc:
                 raise ValueError(f"{dim}_id {exc}") from None
-    for dim, value in (("feature", feature), ("model", model)):
+    for dim, value in (("feature", feature), ("model", model), ("request_type", request_type)):
         if value is not None:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{dim} must be a non-empty string, got {value!r}")
             found[dim] = value
+    if metadata is not None:
+        if not isinstance(metadata, Mapping) or not metadata:
+            raise ValueError(f"metadata must be a non-empty mapping of keys to values, got {metadata!r}")
+        for key, value in metadata.items():
+            found[METADATA_PREFIX + check_key(key)] = value_text(value)
     return found
+
+
+def _dimension(by: Any) -> bool:
+    """``by`` names one dimension: a stored one, or ``metadata:<key>``."""
+    if isinstance(by, str) and by.startswith(METADATA_PREFIX):
+        check_key(by[len(METADATA_PREFIX):])
+        return True
+    return by in DIMENSIONS
 
 
 def _sortable(key: Any) -> tuple[int, Any, str]:
@@ -82,15 +97,19 @@ class Reports:
 
     def summary(self, period: Period = None, *, since: Moment = None, until: Moment = None,
                 user_id: IdFilter = None, guild_id: IdFilter = None, feature: str | None = None,
-                model: str | None = None) -> Summary:
-        """Totals of a period (default: everything), optionally for one user/guild/feature/model."""
+                model: str | None = None, request_type: str | None = None,
+                metadata: Mapping[str, Any] | None = None) -> Summary:
+        """Totals of a period (default: everything), optionally for one user/guild/feature/model/request type, or
+        the calls whose ``usage_context`` metadata has the given values (``metadata={"team": "a"}``)."""
         since, until = self.bounds(period, since, until)
-        filters = _filters(user_id, guild_id, feature, model)
+        filters = _filters(user_id, guild_id, feature, model, request_type, metadata)
         self.store.connect()
         found = self._collect(None, filters, since, until).get(ALL)
         values = found[0] if found else [0] * len(MEASURES)
         if "user" in filters:
             active = 1 if values[0] else 0
+        elif not set(filters) <= set(CUBE_DIMENSIONS):  # only the raw rows know both the users and this filter
+            active = self._spans.active_users([Span(RAW, since, until)], filters)
         else:
             active = self._spans.active_users(plan_spans(since, until, months=not filters, now=self.clock()),
                                               filters)
@@ -98,21 +117,26 @@ class Reports:
 
     def breakdown(self, by: str | tuple[str, str], period: Period = None, *, since: Moment = None,
                   until: Moment = None, user_id: IdFilter = None, guild_id: IdFilter = None,
-                  feature: str | None = None, model: str | None = None, limit: int | None = None) -> list[Group]:
-        """Totals per user, guild, model, feature, day or session. Ordered by day for ``"day"``, latest first
-        for ``"session"``, else by cost then tokens (largest first).
+                  feature: str | None = None, model: str | None = None,
+                  request_type: str | None = None, metadata: Mapping[str, Any] | None = None,
+                  limit: int | None = None) -> list[Group]:
+        """Totals per user, guild, model, feature, request type, day or session, or per value of one
+        ``usage_context`` metadata key (``"metadata:team"``; calls without the key are the ``None`` group). Ordered
+        by day for ``"day"``, latest first for ``"session"``, else by cost then tokens (largest first). Metadata,
+        and a request type combined with another dimension, are read from the raw rows (no rollup holds them).
 
-        ``by=("day", dimension)`` splits each day by user, guild, model or feature: keys are ``(date, key)``
+        ``by=("day", dimension)`` splits each day by one of those dimensions: keys are ``(date, key)``
         pairs, ordered by day, then by cost and tokens (a daily chart stacked by model is
         ``breakdown(("day", "model"), "month")``); it reads the same day rollups as ``by="day"``."""
         if isinstance(by, list):
             by = tuple(by)
-        if by not in BREAKDOWNS and not (isinstance(by, tuple) and len(by) == 2 and by[0] == "day"
-                                         and by[1] in DIMENSIONS):
-            raise ValueError(f"by={by!r}: breakdowns are by {', '.join(BREAKDOWNS)}, or a pair (\"day\", "
-                             f"dimension) with a dimension among {', '.join(DIMENSIONS)}")
+        if not (by in BREAKDOWNS or _dimension(by) or (isinstance(by, tuple) and len(by) == 2 and by[0] == "day"
+                                                          and _dimension(by[1]))):
+            raise ValueError(f"by={by!r}: breakdowns are by {', '.join(BREAKDOWNS)} or \"metadata:<key>\", or a "
+                             f"pair (\"day\", dimension) with a dimension among {', '.join(DIMENSIONS)} or "
+                             "\"metadata:<key>\"")
         since, until = self.bounds(period, since, until)
-        filters = _filters(user_id, guild_id, feature, model)
+        filters = _filters(user_id, guild_id, feature, model, request_type, metadata)
         self.store.connect()
         groups = self._collect(by, filters, since, until)
         items = [Group(by=by, key=key, first_at=extra[0], last_at=extra[1], **totals_fields(values))
@@ -130,7 +154,8 @@ class Reports:
 
     def top(self, n: int = 10, by: str = "tokens", scope: str = "user", period: Period = None, *,
             since: Moment = None, until: Moment = None, user_id: IdFilter = None, guild_id: IdFilter = None,
-            feature: str | None = None, model: str | None = None) -> list[Group]:
+            feature: str | None = None, model: str | None = None, request_type: str | None = None,
+            metadata: Mapping[str, Any] | None = None) -> list[Group]:
         """The ``n`` users (or guilds) with the most tokens (or cost). Calls without one are left out."""
         if by not in ("tokens", "cost"):
             raise ValueError(f"by={by!r}: top spenders are ranked by tokens or cost")
@@ -139,7 +164,7 @@ class Reports:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         since, until = self.bounds(period, since, until)
-        filters = _filters(user_id, guild_id, feature, model)
+        filters = _filters(user_id, guild_id, feature, model, request_type, metadata)
         self.store.connect()
         groups = self._collect(scope, filters, since, until, rank=by, limit=n)
         metric = MEASURES.index("total_tokens" if by == "tokens" else "cost_pusd")
@@ -152,12 +177,13 @@ class Reports:
         return self.store.records.session(session_id)  # type: ignore[return-value]
 
     def recent_sessions(self, limit: int = 10, *, user_id: IdFilter = None, guild_id: IdFilter = None,
-                        feature: str | None = None, model: str | None = None) -> list[Group]:
+                        feature: str | None = None, model: str | None = None, request_type: str | None = None,
+            metadata: Mapping[str, Any] | None = None) -> list[Group]:
         """The ``limit`` sessions with the latest calls (among the last few thousand calls), latest first, each
         with the totals and first/last call times of all its calls (like ``breakdown("session")``)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        filters = _filters(user_id, guild_id, feature, model)
+        filters = _filters(user_id, guild_id, feature, model, request_type, metadata)
         self.store.connect()
         where, params = self._spans.raw_where(filters, None, None)
         ids = self.store.records.latest_sessions(where, params, limit, RECENT_SESSIONS_SCAN)
@@ -178,12 +204,13 @@ class Reports:
     def export(self, fmt: str = "csv", out: str | os.PathLike[str] | TextIO | None = None, *,
                anonymize: bool = False, period: Period = None, since: Moment = None, until: Moment = None,
                user_id: IdFilter = None, guild_id: IdFilter = None, feature: str | None = None,
-               model: str | None = None, batch_size: int = 5000,
+               model: str | None = None, request_type: str | None = None,
+               metadata: Mapping[str, Any] | None = None, batch_size: int = 5000,
                progress: Callable[[int], None] | None = None) -> int:
         """Stream the raw rows (id order) to ``out`` as CSV, a JSON array or JSON lines; see
         :func:`dspy_tokens.reports.export.export`."""
         since, until = self.bounds(period, since, until)
-        filters = _filters(user_id, guild_id, feature, model)
+        filters = _filters(user_id, guild_id, feature, model, request_type, metadata)
         self.store.connect()
         return _export.export(self.store, fmt, out, filters=filters, since=since, until=until, anonymize=anonymize,
                               batch_size=batch_size, progress=progress)

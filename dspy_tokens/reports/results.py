@@ -83,7 +83,9 @@ def _group_key(by: Any, key: Any, pseudonym: Callable[[str, int], str] | None) -
 @dataclass(frozen=True)
 class Totals:
     """Usage of a set of calls. ``cost_usd`` covers the priced calls only; ``unknown_cost_calls`` counts the
-    answered calls whose price is unknown (never counted as $0); failed calls are in ``errors``."""
+    answered calls whose price is unknown (never counted as $0); failed calls are in ``errors``;
+    ``estimated_calls`` are the calls whose provider reported no usage, counted by our tokenizer instead (their
+    estimated tokens and cost are in the totals: ``estimated_calls`` says how many calls are estimates)."""
 
     calls: int = 0
     prompt_tokens: int = 0
@@ -95,6 +97,7 @@ class Totals:
     unknown_cost_calls: int = 0
     cache_hits: int = 0
     errors: int = 0
+    estimated_calls: int = 0
 
     @property
     def cost_complete(self) -> bool:
@@ -102,8 +105,9 @@ class Totals:
         return self.unknown_cost_calls == 0
 
     def to_dict(self) -> dict:
-        """JSON-ready: money as a decimal string, times as ISO 8601."""
-        return {f.name: to_json_value(getattr(self, f.name)) for f in fields(self)}
+        """JSON-ready (:func:`json_ready`): money as a decimal string, times as ISO 8601, id keys as strings."""
+        shaped: dict = json_ready(self)
+        return shaped
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,14 @@ class CallRecord(TypedDict):
     error: str | None
     latency_ms: int | None
     created_at: datetime
+    request_type: str
+    metadata: dict[str, str | int | float] | None
+    usage_estimated: bool
 
 
 def totals_fields(values: list[int]) -> dict:
     """Constructor arguments of :class:`Totals` from store measures (MEASURES order)."""
-    calls, prompt, completion, total, cached, reasoning, pico, unpriced, hits, errors = values
+    calls, prompt, completion, total, cached, reasoning, pico, unpriced, hits, errors, estimated = values
     return dict(calls=calls, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total,
                 cached_tokens=cached, reasoning_tokens=reasoning, cost_usd=usd(pico), unknown_cost_calls=unpriced,
-                cache_hits=hits, errors=errors)
+                cache_hits=hits, errors=errors, estimated_calls=estimated)

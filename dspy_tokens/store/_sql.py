@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._metadata import check_key
 from .units import MEASURES, TOKEN_MEASURES
 
 
@@ -41,9 +42,10 @@ def pico_sql(dialect: str, column: str = "cost_usd") -> str:
     return f"CAST(ROUND({column} * 1000000000000) AS {integer})"
 
 
-def raw_measures_sql(dialect: str) -> str:
+def raw_measures_sql(dialect: str, estimated: bool = True) -> str:
     """The :data:`~dspy_tokens.store.units.MEASURES` of a group of ``token_usage`` rows, as SELECT expressions
-    (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`)."""
+    (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`). ``estimated`` False: the table predates
+    ``usage_estimated`` (a migration before 8 rebuilding from it), none of its calls were estimated."""
     return ", ".join([
         "COUNT(*)",
         *(f"COALESCE(SUM({c}), 0)" for c in TOKEN_MEASURES),
@@ -51,6 +53,7 @@ def raw_measures_sql(dialect: str) -> str:
         "COALESCE(SUM(CASE WHEN cost_usd IS NULL AND error IS NULL THEN 1 ELSE 0 END), 0)",
         "COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0)",
         "COALESCE(SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END), 0)",
+        "COALESCE(SUM(CASE WHEN usage_estimated THEN 1 ELSE 0 END), 0)" if estimated else "0",
     ])
 
 
@@ -94,3 +97,14 @@ def db_now_sql(dialect: str, seconds_param: str | None = None) -> str:
         now = "(clock_timestamp() AT TIME ZONE 'UTC')"
         return f"({now} + {seconds_param} * INTERVAL '1 second')" if seconds_param else now
     return f"(UTC_TIMESTAMP(6) + INTERVAL {seconds_param} SECOND)" if seconds_param else "UTC_TIMESTAMP(6)"
+
+
+def metadata_sql(dialect: str, key: str) -> str:
+    """The value of one ``metadata`` key as text (NULL when absent), with each database's JSON functions. The key is
+    checked against the metadata key rule (letters, digits, ``_``, ``-``), so it is safe inside the SQL text."""
+    check_key(key)
+    if dialect == "postgresql":
+        return f"(CAST(metadata AS json) ->> '{key}')"
+    if dialect == "mysql":
+        return f"JSON_UNQUOTE(JSON_EXTRACT(metadata, '$.\"{key}\"'))"
+    return f"CAST(json_extract(metadata, '$.\"{key}\"') AS TEXT)"

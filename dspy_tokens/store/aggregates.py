@@ -17,6 +17,7 @@ from .units import (
     GRAIN_MONTH,
     MEASURES,
     NO_ID,
+    ROLLUP_SCOPES,
     SCOPE_CHANNEL,
     SCOPE_FEATURE,
     SCOPE_GLOBAL,
@@ -38,7 +39,8 @@ def measures_of(row) -> tuple[int, ...]:
     cost, error = row.cost_usd, row.error
     return (1, row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens or 0, row.cached_tokens or 0,
             row.reasoning_tokens or 0, to_pico(cost) if cost is not None else 0,
-            1 if cost is None and error is None else 0, 1 if row.cache_hit else 0, 1 if error is not None else 0)
+            1 if cost is None and error is None else 0, 1 if row.cache_hit else 0, 1 if error is not None else 0,
+            1 if getattr(row, "usage_estimated", False) else 0)
 
 
 def _add(target: dict, key: tuple, values) -> None:
@@ -71,10 +73,10 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
     cells: dict[tuple, list[int]] = {}
     for row in rows:
         _add(cells, (hour_of(row.created_at), row.user_id, row.guild_id, row.model, row.feature or "",
-                     row.channel_id), measures_of(row))
+                     row.channel_id, getattr(row, "request_type", None) or "chat"), measures_of(row))
     out = Deltas()
     daily: dict[tuple, list[int]] = defaultdict(lambda: [0] * WIDTH)
-    for (hour, user, guild, model, feature, channel), values in cells.items():
+    for (hour, user, guild, model, feature, channel, request_type), values in cells.items():
         counted = [values[i] for i in COUNTER_OF_MEASURES]
         scopes = [(SCOPE_GLOBAL, 0)]
         if user is not None:
@@ -88,7 +90,11 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
         for scope, scope_id in scopes:
             _add(out.counters, (scope, scope_id, hour), counted)
             _add(out.model_counters, (scope, scope_id, model, hour), counted)
-        if rollups:
+        if rollups:  # the request type is not in the cube: its rollups come from the cells
+            day = hour // 24
+            _add(out.rollups, (GRAIN_DAY, ROLLUP_SCOPES["request_type"], day, request_type), values)
+            _add(out.rollups, (GRAIN_MONTH, ROLLUP_SCOPES["request_type"], month_of(date_of_day(day)), request_type),
+                 values)
             acc = daily[(hour // 24, NO_ID if user is None else user, NO_ID if guild is None else guild, model,
                          feature)]
             for i, value in enumerate(values):

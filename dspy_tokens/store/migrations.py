@@ -14,6 +14,7 @@ import peewee as pw
 
 from . import collation, rebuild
 from ._db import dialect, write_transaction
+from .units import MEASURES, ROLLUP_SCOPES
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,33 @@ def _exact_text_keys(db, models) -> None:
         first = rebuild.first_complete_day(db, kind, models)
         if first is not None:
             rebuild.rebuild_rollups(db, kind, from_day=first)
+
+
 def _refusals(db, models) -> None:
     # Refusals counted in the database, so /metrics sums every process's (none are known from before).
     db.create_tables([models.LimitRefusal], safe=True)
+
+
+def _request_types(db, models) -> None:
+    # Per call: what kind of request it was, the usage_context metadata, whether its tokens are our estimate; and
+    # the estimated calls among every aggregate's measures (none were estimated before this version).
+    kind = dialect(db)
+    false = "FALSE" if kind == "postgresql" else "0"
+    wanted = {"token_usage": {"request_type": "VARCHAR(20) NOT NULL DEFAULT 'chat'", "metadata": "TEXT NULL",
+                              "usage_estimated": f"BOOLEAN NOT NULL DEFAULT {false}"},
+              "token_usage_daily": {"estimated_calls": "BIGINT NOT NULL DEFAULT 0"},
+              "token_usage_rollups": {"estimated_calls": "BIGINT NOT NULL DEFAULT 0"}}
+    typed = "request_type" in {c.name for c in db.get_columns("token_usage")}
+    for table, columns in wanted.items():
+        present = {c.name for c in db.get_columns(table)}
+        for column, spec in columns.items():
+            if column not in present:  # a database created by this version has them from its first migration
+                db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {spec}")
+    if not typed:  # every call stored so far was recorded as a chat: its request-type rollups are the global ones
+        measures = ", ".join(MEASURES)
+        db.execute_sql(f"INSERT INTO token_usage_rollups (grain, scope, bucket, scope_key, {measures}) "
+                       f"SELECT grain, '{ROLLUP_SCOPES['request_type']}', bucket, 'chat', {measures} "
+                       "FROM token_usage_rollups WHERE scope = 'global'")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -88,6 +113,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
     Migration(6, "text keys compare exactly (binary collation on MySQL/MariaDB); split merged aggregates",
               _exact_text_keys),
+    Migration(8, "calls: request type, metadata, estimated usage", _request_types),
     Migration(9, "limits: refusals counted by rule scope, metric, model and feature", _refusals),
 )
 LATEST = MIGRATIONS[-1].version

@@ -9,8 +9,8 @@ from typing import Callable
 from . import aggregates
 from ._db import dialect, write_transaction
 from ._sql import day_sql, executemany, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
-from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, date_of_day, day_of, day_of_month,
-                    hour_of, month_of, usd)
+from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, ROLLUP_SCOPES, date_of_day, day_of,
+                    day_of_month, hour_of, month_of, usd)
 
 REBUILD_PAGE = 20_000
 COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour")),
@@ -129,6 +129,9 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
     old usage, so then pass :func:`first_complete_day` (older days, and the months' sums of them, are kept).
     Run it inside a write transaction so that writers wait.
     """
+    # Migration 3 rebuilds from a token_usage that migration 8 has not reached yet (no usage_estimated column)
+    present = {c.name for c in db.get_columns("token_usage")}
+    estimated = "usage_estimated" in present
     columns = ", ".join(MEASURES)
     sums = summed_measures_sql()
     day = day_sql(kind)
@@ -144,7 +147,7 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
     db.execute_sql(
         f"INSERT INTO token_usage_daily ({', '.join(DAILY_KEY)}, {columns}) "
         f"SELECT {day}, COALESCE(user_id, {NO_ID}), COALESCE(guild_id, {NO_ID}), model, COALESCE(feature, ''), "
-        f"{raw_measures_sql(kind)} FROM token_usage{raw_days} "
+        f"{raw_measures_sql(kind, estimated)} FROM token_usage{raw_days} "
         f"GROUP BY {day}, COALESCE(user_id, {NO_ID}), COALESCE(guild_id, {NO_ID}), model, COALESCE(feature, '')")
     keys = {
         "global": "''",
@@ -159,6 +162,9 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
     for scope, key in keys.items():
         db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{scope}', {key}, day, {sums} "
                        f"FROM token_usage_daily{days} GROUP BY {grouped[scope]}")
+    if "request_type" in present:  # the request type is not in the cube: its rollups come from the rows
+        db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{ROLLUP_SCOPES['request_type']}', request_type, {day}, "
+                       f"{raw_measures_sql(kind, estimated)} FROM token_usage{raw_days} GROUP BY {day}, request_type")
     db.execute_sql(f"{target} SELECT '{GRAIN_MONTH}', scope, scope_key, {month}, {sums} FROM token_usage_rollups "
                    f"WHERE grain = '{GRAIN_DAY}'{months} GROUP BY scope, scope_key, {month}")
 

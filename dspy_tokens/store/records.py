@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterator
@@ -9,8 +10,8 @@ from typing import Any, Iterator
 from .rows import EXPORT_COLUMNS, UsageRow
 
 Q12 = Decimal("1e-12")
-_COST, _HIT, _REPORTED, _CREATED = (EXPORT_COLUMNS.index(c) for c in (
-    "cost_usd", "cache_hit", "usage_reported", "created_at"))
+_COST, _HIT, _REPORTED, _CREATED, _ESTIMATED, _METADATA = (EXPORT_COLUMNS.index(c) for c in (
+    "cost_usd", "cache_hit", "usage_reported", "created_at", "usage_estimated", "metadata"))
 
 
 class Records:
@@ -25,7 +26,7 @@ class Records:
         """Every stored call of a session in call order, as dicts of :data:`EXPORT_COLUMNS`."""
         cursor = self.db.execute_sql(f"{self._select} WHERE session_id = {self._p} ORDER BY call_index, id",
                                      (str(session_id),))
-        return [dict(zip(EXPORT_COLUMNS, self._python(row))) for row in cursor.fetchall()]
+        return [self._record(row) for row in cursor.fetchall()]
 
     def recent(self, user_id: int, guild_id: int | None = None, limit: int = 10) -> list[dict]:
         """A user's last ``limit`` calls (in one guild, if given), newest first."""
@@ -36,7 +37,7 @@ class Records:
             params.append(guild_id)
         cursor = self.db.execute_sql(f"{self._select} WHERE {where} ORDER BY created_at DESC, id DESC "
                                      f"LIMIT {int(limit)}", params)
-        return [dict(zip(EXPORT_COLUMNS, self._python(row))) for row in cursor.fetchall()]
+        return [self._record(row) for row in cursor.fetchall()]
 
     def latest_sessions(self, where: str, params: list, limit: int, scan: int) -> list[str]:
         """The ids of the ``limit`` sessions with the latest calls, latest first, among the last ``scan`` calls
@@ -84,6 +85,13 @@ class Records:
             if len(page) < batch_size:
                 return
 
+    def _record(self, raw: Any) -> dict[str, Any]:
+        """A call as a report returns it: :meth:`_python`'s values, its metadata as a dict."""
+        row = self._python(raw)
+        if row[_METADATA] is not None:
+            row[_METADATA] = json.loads(row[_METADATA])
+        return dict(zip(EXPORT_COLUMNS, row))
+
     def _python(self, raw: Any) -> list[Any]:
         """Raw SELECT tuple -> Python values: aware UTC times, exact Decimal costs, booleans."""
         row = list(raw)
@@ -92,6 +100,7 @@ class Records:
             row[_COST] = (cost if isinstance(cost, Decimal) else Decimal(cost)).quantize(Q12)
         row[_HIT] = bool(row[_HIT])
         row[_REPORTED] = bool(row[_REPORTED])
+        row[_ESTIMATED] = bool(row[_ESTIMATED])
         created = row[_CREATED]
         if self._sqlite:
             row[_CREATED] = None if created is None else datetime.fromisoformat(created).replace(tzinfo=timezone.utc)
@@ -100,7 +109,7 @@ class Records:
         return row
 
     def _cells(self, raw: Any) -> list[Any]:
-        # Only these four columns are converted (a few µs per row); the rest go out as the driver returned them.
+        # Only these five columns are converted (a few µs per row); the rest go out as the driver returned them.
         row = list(raw)
         cost = row[_COST]
         if cost is not None:
@@ -111,6 +120,7 @@ class Records:
             row[_COST] = text
         row[_HIT] = "true" if row[_HIT] else "false"
         row[_REPORTED] = "true" if row[_REPORTED] else "false"
+        row[_ESTIMATED] = "true" if row[_ESTIMATED] else "false"
         created = row[_CREATED]
         if isinstance(created, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS.ffffff'
             row[_CREATED] = (created[:10] + "T" + created[11:] + "+00:00" if len(created) == 26

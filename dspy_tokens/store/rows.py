@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 class UsageRow(NamedTuple):
     """A row of ``token_usage`` (see the README's "What is recorded"). Token counts are ``None`` when the provider
-    reported no usage; ``cached_tokens`` and ``reasoning_tokens`` lie inside prompt and completion tokens."""
+    reported no usage (and were not estimated); ``cached_tokens`` and ``reasoning_tokens`` lie inside prompt and
+    completion tokens."""
 
     call_uuid: str
     session_id: str
@@ -33,6 +34,9 @@ class UsageRow(NamedTuple):
     error: str | None
     latency_ms: int | None
     created_at: datetime  # UTC-aware
+    request_type: str = "chat"  # chat, completion, responses, decision (TypeSafe), embedding
+    metadata: str | None = None  # usage_context(metadata=...) as compact JSON text, keys sorted
+    usage_estimated: bool = False  # the provider reported no usage: the tokens are our tokenizer's count
 
 
 ROW_COLUMNS: tuple[str, ...] = UsageRow._fields

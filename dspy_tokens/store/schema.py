@@ -84,6 +84,9 @@ class TokenUsage(pw.Model):
     error = pw.TextField(null=True)
     latency_ms = pw.IntegerField(null=True)
     created_at = UTCDateTimeField()
+    request_type = pw.CharField(max_length=20, default="chat")
+    metadata = pw.TextField(null=True)  # JSON text (compact, keys sorted); read with each dialect's JSON functions
+    usage_estimated = pw.BooleanField(default=False)
 
     class Meta:
         table_name = "token_usage"
@@ -142,6 +145,7 @@ class _Measures(pw.Model):
     unpriced_calls = pw.BigIntegerField(default=0)
     cache_hits = pw.BigIntegerField(default=0)
     errors = pw.BigIntegerField(default=0)
+    estimated_calls = pw.BigIntegerField(default=0)
 
 
 class DailyUsage(_Measures):

@@ -22,13 +22,25 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from ._sql import pico_sql, raw_measures_sql, summed_measures_sql, text_sql
-from .units import DIMENSIONS, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, date_of_day, day_of
+from ._sql import day_sql, metadata_sql, pico_sql, raw_measures_sql, summed_measures_sql, text_sql
+from .units import (
+    CUBE_DIMENSIONS,
+    DIMENSIONS,
+    GRAIN_DAY,
+    GRAIN_MONTH,
+    MEASURES,
+    METADATA_PREFIX,
+    NO_ID,
+    ROLLUP_SCOPES,
+    date_of_day,
+    day_of,
+)
 
 ALL = object()  # the key of an ungrouped result
 RAW = "raw"
 SPAN_KINDS = (RAW, GRAIN_DAY, GRAIN_MONTH)
-COLUMN = {"user": "user_id", "guild": "guild_id", "model": "model", "feature": "feature"}
+COLUMN = {"user": "user_id", "guild": "guild_id", "model": "model", "feature": "feature",
+          "request_type": "request_type"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,7 @@ class Route:
 
     scope: str | None
     months: bool  # whether month buckets can answer (the cube and by-day groupings have days only)
-    raw_only: bool = False  # sessions: only the raw rows know them
+    raw_only: bool = False  # sessions, metadata, a request type with another dimension: only the raw rows know
 
 
 @dataclass
@@ -110,12 +122,19 @@ class SpanReader:
 
     @staticmethod
     def route(by, filters: dict) -> Route:
-        if by == "session":
-            return Route(None, False, raw_only=True)
         per_day, dim = (True, by[1]) if isinstance(by, tuple) else (by == "day", by)
-        dims = set(filters) | ({dim} if dim in DIMENSIONS else set())
+        dims = set(filters) | ({dim} if dim in DIMENSIONS or str(dim).startswith(METADATA_PREFIX) else set())
+        if by == "session" or any(d.startswith(METADATA_PREFIX) for d in dims) or (
+                len(dims) > 1 and not dims <= set(CUBE_DIMENSIONS)):
+            return Route(None, False, raw_only=True)
         scope = next(iter(dims), "global") if len(dims) <= 1 else None
         return Route(scope, scope is not None and not per_day)
+
+    def column(self, dim: str) -> str:
+        """The ``token_usage`` expression of a dimension (``metadata:<key>``: that key's value as text)."""
+        if dim.startswith(METADATA_PREFIX):
+            return metadata_sql(self.dialect, dim[len(METADATA_PREFIX):])
+        return COLUMN[dim]
 
     def read(self, span: Span, route: Route, by: str | None, filters: dict, *, exclude_none: bool = False,
              keys=None, rank: str | None = None, limit: int | None = None) -> Iterator[tuple]:
@@ -209,7 +228,7 @@ class SpanReader:
             clauses.append(f"created_at < {p}")
             params.append(self.store.stored_time(until))
         for dim, value in filters.items():
-            clauses.append(f"{COLUMN[dim]} = {p}")
+            clauses.append(f"{self.column(dim)} = {p}")
             params.append(value)
         return " AND ".join(clauses), params
 
@@ -231,7 +250,9 @@ class SpanReader:
         if isinstance(by, tuple):  # ("day", dimension): grouped by the dimension, then split by day
             source = self._source(span, route, by[1], filters, exclude_none)
             source.per_day = True
-            if span.kind == RAW:
+            if route.raw_only:  # the whole range from the raw rows: grouped by day too
+                source.column = f"{day_sql(self.dialect)}, {source.column}"
+            elif span.kind == RAW:
                 source.fixed_day = date_of_day(day_of(span.lo))  # raw spans lie within one day
             elif route.scope is not None:  # the rollups hold one row per (day, key): nothing to aggregate
                 source.column = f"bucket, {source.column}"
@@ -244,10 +265,16 @@ class SpanReader:
         if span.kind == RAW:
             where, params = self.raw_where(filters, span.lo, span.hi)
             clauses = [where] if where else []
-            column = {"session": "session_id", "feature": "COALESCE(feature, '')"}.get(by) or COLUMN.get(by)
+            column = {"session": "session_id", "feature": "COALESCE(feature, '')"}.get(by)
+            if column is None and by is not None and by != "day":
+                column = self.column(by)
             if exclude_none and column:
                 clauses.append(f"{column} IS NOT NULL")
-            total_key = date_of_day(day_of(span.lo)) if by == "day" else ALL  # raw spans lie within one day
+            total_key = ALL
+            if by == "day" and route.raw_only:  # the whole range from the raw rows
+                column = day_sql(self.dialect)
+            elif by == "day":
+                total_key = date_of_day(day_of(span.lo))  # raw spans of a planned range lie within one day
             return _Source("token_usage", clauses, params, column, self._raw_measures,
                            {"tokens": "total_tokens", "cost": self._pico}, by, fixed_key=total_key,
                            times=by == "session")
@@ -261,7 +288,7 @@ class SpanReader:
                 clauses.append(f"{column} <> {NO_ID}" if by in ("user", "guild") else f"{column} <> ''")
             return _Source("token_usage_daily", clauses, params, column, self._sums,
                            {"tokens": "total_tokens", "cost": "cost_pusd"}, by)
-        clauses, params = [f"grain = {p}", f"scope = {p}"], [span.kind, route.scope]
+        clauses, params = [f"grain = {p}", f"scope = {p}"], [span.kind, ROLLUP_SCOPES.get(route.scope, route.scope)]
         if filters:
             clauses.append(f"scope_key = {p}")
             params.append(str(filters[route.scope]))

@@ -13,14 +13,22 @@ EPOCH = date(1970, 1, 1)
 SCOPE_USER, SCOPE_GUILD, SCOPE_GLOBAL = "user", "guild", "global"
 SCOPE_CHANNEL, SCOPE_FEATURE = "channel", "feature"
 COUNTER_SCOPES = (SCOPE_GLOBAL, SCOPE_USER, SCOPE_GUILD, SCOPE_CHANNEL, SCOPE_FEATURE)
-DIMENSIONS = ("user", "guild", "model", "feature")  # what reports group and filter by, besides "global"
+#: What reports group and filter by, besides "global". The rollups keep each alone; the daily cube combines the
+#: first four (a request type with another dimension is read from the raw rows).
+DIMENSIONS = ("user", "guild", "model", "feature", "request_type")
+CUBE_DIMENSIONS = DIMENSIONS[:4]
+#: ``metadata:<key>`` groups and filters by one usage_context metadata key: only the raw rows know it.
+METADATA_PREFIX = "metadata:"
+#: Rollup scope names that differ from their dimension's (``scope`` columns hold at most 8 characters).
+ROLLUP_SCOPES = {"request_type": "request"}
 GRAIN_DAY, GRAIN_MONTH = "d", "m"  # the buckets of token_usage_rollups
 NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
 
 #: What every report aggregate holds, in this order. ``unpriced_calls``: answered calls (no error) whose cost is
-#: unknown; the report API calls them ``unknown_cost_calls``.
+#: unknown; the report API calls them ``unknown_cost_calls``. ``estimated_calls``: calls whose tokens were counted
+#: by our tokenizer because the provider reported none (their tokens are in the token measures too).
 MEASURES = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
-            "cost_pusd", "unpriced_calls", "cache_hits", "errors")
+            "cost_pusd", "unpriced_calls", "cache_hits", "errors", "estimated_calls")
 TOKEN_MEASURES = MEASURES[1:6]
 #: The subset the hourly limit counters keep (indexes into MEASURES: calls, total_tokens, cost_pusd, unpriced).
 COUNTER_MEASURES = ("calls", "tokens", "cost_pusd", "unpriced_calls")

@@ -94,3 +94,25 @@ def test_all_zero_usage_warns_once_per_model_not_per_call_nor_per_tracker(make_t
             assert len(rows) == 3 and not any(r["usage_reported"] for r in rows)
     said = [r for r in caplog.records if "all-zero usage" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING] + [logging.DEBUG] * 5
+
+
+def test_each_call_records_its_request_type_and_reports_group_by_it(sqlite_tracker, server):
+    """A chat LM, a Responses API LM and a TypeSafe decision client store ``chat``, ``responses`` and
+    ``decision``; ``breakdown("request_type")`` and ``summary(request_type=...)`` count them apart."""
+    chat = server.lm("openai/gpt-4o-mini")
+    responses = server.lm("openai/gpt-4o-mini", model_type="responses")
+    with dspy.context(callbacks=[sqlite_tracker]):
+        with dspy.context(lm=chat):
+            dspy.Predict("question -> answer")(question="one?")
+            dspy.Predict("question -> answer")(question="two?")
+        with dspy.context(lm=responses):
+            dspy.Predict("question -> answer")(question="three?")
+        with dspy.context(lm=typesafe(server)):
+            dspy.Predict(Spam)(text="Buy cheap pills now")
+    sqlite_tracker.flush()
+    assert sorted(r["request_type"] for r in stored_rows(sqlite_tracker)) == ["chat", "chat", "decision",
+                                                                            "responses"]
+    groups = {g.key: g.calls for g in sqlite_tracker.breakdown("request_type")}
+    assert groups == {"chat": 2, "responses": 1, "decision": 1}
+    (responses_row,) = [r for r in stored_rows(sqlite_tracker) if r["request_type"] == "responses"]
+    assert sqlite_tracker.summary(request_type="responses").total_tokens == responses_row["total_tokens"] > 0

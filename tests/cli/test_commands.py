@@ -79,7 +79,7 @@ def test_top_by_tokens_and_by_cost(seeded):
     """``top`` ranks users by cost or tokens (JSON or a table) and guilds with ``--scope guild``."""
     url, _ = seeded
     by_cost = json.loads(run("top", "--period", "all", "--by", "cost", "-n", "3", "--json", database=url).stdout)
-    assert [(g["key"], g["cost_usd"]) for g in by_cost] == [(1, "0.002177"), (2, "0.0014375"), (4, "0.00054")]
+    assert [(g["key"], g["cost_usd"]) for g in by_cost] == [("1", "0.002177"), ("2", "0.0014375"), ("4", "0.00054")]
     text = run("top", "--since", "2025-03-01", "--scope", "guild", database=url).stdout
     assert "Top 10 guilds by tokens" in text and text.index(" 10 ") < text.index(" 20 ")
 
@@ -171,3 +171,29 @@ def test_errors_are_one_line_with_a_nonzero_exit_and_no_traceback(tmp_path, args
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # click's exit, no crash
+
+
+def test_export_jsonl_keeps_64_bit_ids_exact_and_imports_back(database_url, tmp_path):
+    """``export --format jsonl`` writes user id 111111111111111111 (and money) as strings, so a reader that parses
+    numbers as doubles (jq, JavaScript) keeps every digit; the lines import back to the same rows."""
+    from tests.support.rows import NOW, usage_row
+
+    rows = [usage_row(NOW, prompt=10, completion=5, cost="0.000012345678", user_id=111111111111111111,
+                      guild_id=900000000000000001, channel_id=2**63 - 1, metadata='{"team":"a"}')]
+    insert(database_url, rows)
+    result = run("export", "--format", "jsonl", "--period", "all", database=database_url)
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    as_doubles = json.loads(line, parse_int=float)  # what a double-only reader sees: no number holds an id
+    assert as_doubles["user_id"] == "111111111111111111" and as_doubles["guild_id"] == "900000000000000001"
+    assert as_doubles["channel_id"] == str(2**63 - 1) and as_doubles["cost_usd"] == "0.000012345678"
+    assert as_doubles["metadata"] == {"team": "a"}
+    export_file = tmp_path / "usage.jsonl"
+    export_file.write_text(result.stdout, encoding="utf-8")
+    target = f"sqlite:///{tmp_path / 'copy.db'}"
+    imported = run("import", str(export_file), "--format", "jsonl", database=target)
+    assert imported.exit_code == 0, imported.output
+    again = run("export", "--format", "jsonl", "--period", "all", database=target)
+    (copied,) = again.stdout.splitlines()
+    original, copy = json.loads(line), json.loads(copied)
+    assert {k: v for k, v in copy.items() if k != "id"} == {k: v for k, v in original.items() if k != "id"}

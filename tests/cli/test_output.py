@@ -91,7 +91,8 @@ class TestTables:
         assert lines[1].split()[:2] == ["version", "migration"] and "applied" in lines[1]
         assert lines[3].split()[0] == "1" and "applied" not in lines[3].split()[-1]
         payload = json.loads(invoke("db", "status", "--json", "-d", seeded).stdout)
-        assert [m["version"] for m in payload] == list(range(1, len(payload) + 1))
+        versions = [m["version"] for m in payload]
+        assert versions[0] == 1 and versions == sorted(set(versions))
         assert all(m["applied_at"] for m in payload)
 
 

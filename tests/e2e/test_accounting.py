@@ -13,7 +13,7 @@ from decimal import Decimal
 import dspy
 import pytest
 
-from dspy_tokens import usage_context
+from dspy_tokens import Config, usage_context
 from dspy_tokens.testing import FakeLLMServer, Reply, dspy_reply
 from tests.support.db import only_row, stored_rows
 from tests.support.wire import GPT4O, GPT4O_MINI, answered, assert_rows_match_requests, hand_cost, sent, tokens
@@ -305,19 +305,44 @@ class TestMissingUsage:
     """No usage is stored as unreported (NULL, never 0); partial usage gets its total recomputed."""
 
     @pytest.mark.parametrize("engine", ENGINES)
-    def test_no_usage_from_the_provider_is_stored_as_unreported(self, sqlite_tracker, server, engine):
-        """A provider sending no usage: usage_reported False, tokens and cost NULL — never zero (LiteLLM's zeros
-        included)."""
+    def test_no_usage_from_the_provider_is_stored_as_unreported(self, make_tracker, sqlite_url, server, engine):
+        """``estimate_usage: false`` and a provider sending no usage: usage_reported False, tokens and cost NULL —
+        never zero (LiteLLM's zeros included)."""
+        tracker = make_tracker(sqlite_url, Config(estimate_usage=False))
         server.enqueue(Reply(usage="none"))
         lm = server.lm(engine=engine)
-        with dspy.context(lm=lm, callbacks=[sqlite_tracker]):
+        with dspy.context(lm=lm, callbacks=[tracker]):
             dspy.Predict("question -> answer")(question=f"no usage on {engine}")
         assert server.requests[0].usage is None
-        row = only_row(sqlite_tracker)
+        row = only_row(tracker)
+        assert row["usage_estimated"] is False
         assert row["usage_reported"] is False
         assert tokens(row) == dict.fromkeys(tokens(row), None)
         assert row["cost_usd"] is None and row["cost_source"] == "no_usage"
         assert row["error"] is None
+
+    @pytest.mark.parametrize("engine", ENGINES)
+    def test_no_usage_is_estimated_with_litellms_tokenizer_flagged_and_counted_apart(self, sqlite_tracker, server,
+                                                                                    engine):
+        """By default a call without usage is counted with LiteLLM's tokenizer: the prompt as sent, the answer as
+        received; stored ``usage_estimated``, priced with ``cost_source`` ``estimated:...``, never reported as
+        the provider's, and counted apart in ``Summary.estimated_calls``."""
+        import litellm
+
+        server.enqueue(Reply(usage="none"))
+        with dspy.context(lm=server.lm(engine=engine), callbacks=[sqlite_tracker]):
+            answer = dspy.Predict("question -> answer")(question=f"estimate me on {engine}")
+        (request,) = server.requests
+        assert request.usage is None and answer.answer
+        row = only_row(sqlite_tracker)
+        prompt = litellm.token_counter(model="openai/gpt-4o-mini", messages=request.body["messages"])
+        completion = litellm.token_counter(model="openai/gpt-4o-mini", text=request.content[0])
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, completion) and prompt > 0
+        assert row["usage_estimated"] is True and row["usage_reported"] is False
+        assert row["cost_source"] == "estimated:price_map"
+        assert row["cost_usd"] == prompt * GPT4O_MINI["input"] + completion * GPT4O_MINI["output"]
+        summary = sqlite_tracker.summary()
+        assert (summary.calls, summary.estimated_calls, summary.total_tokens) == (1, 1, prompt + completion)
 
     @pytest.mark.parametrize("engine", ENGINES)
     def test_partial_usage_recomputes_the_total(self, sqlite_tracker, server, engine):
@@ -398,7 +423,7 @@ class TestNAndStreaming:
             program = dspy.streamify(dspy.Predict("question -> answer"))
             [chunk async for chunk in program(question="stream without usage")]
         row = only_row(sqlite_tracker)
-        assert row["usage_reported"] is False and row["cost_usd"] is None
+        assert row["usage_reported"] is False and row["usage_estimated"] is True  # counted by our tokenizer
 
 
 # -- 7. the tracker's own reports of a real program --------------------------------------------------------------------

@@ -55,7 +55,8 @@ def test_csv_export_round_trips_every_column(database_url):
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_json_exports_round_trip_with_exact_decimal_costs(database_url, fmt):
-    """JSON is one valid array, JSON lines one object per line; costs are exact JSON numbers."""
+    """JSON is one valid array, JSON lines one object per line; 64-bit ids and costs are strings, exact for any
+    reader (a JSON number past 2**53 loses digits in most)."""
     rows = awkward_rows()
     reports = Reports(insert(database_url, rows), clock=lambda: NOW)
     text = export_text(reports, fmt)
@@ -66,10 +67,14 @@ def test_json_exports_round_trip_with_exact_decimal_costs(database_url, fmt):
         assert len(text.splitlines()) == len(rows)
     for row in parsed:
         row["created_at"] = datetime.fromisoformat(row["created_at"])
-        if isinstance(row["cost_usd"], int):
-            row["cost_usd"] = Decimal(row["cost_usd"])
+        assert all(row[c] is None or isinstance(row[c], str) for c in ("id", "user_id", "guild_id", "channel_id",
+                                                                        "cost_usd"))
+        row["cost_usd"] = None if row["cost_usd"] is None else Decimal(row["cost_usd"])
+        for column in ("id", "user_id", "guild_id", "channel_id"):
+            row[column] = None if row[column] is None else int(row[column])
     assert parsed == stored(rows)
-    assert '"cost_usd":0.000000000001' in text and '"cost_usd":0.00045' in text
+    assert '"cost_usd":"0.000000000001"' in text and '"cost_usd":"0.00045"' in text
+    assert '"user_id":"9223372036854775807"' in text
 
 
 def test_empty_exports_are_still_valid(database_url):
@@ -123,7 +128,7 @@ def test_export_reads_in_pages_and_reports_progress(sqlite_url, tmp_path):
     target = tmp_path / "usage.jsonl"
     assert reports.export("jsonl", target, batch_size=3, progress=seen.append) == 10
     assert seen == [3, 6, 9, 10]
-    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == list(range(1, 11))
+    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == [str(i) for i in range(1, 11)]
 
 
 class _Discard:

@@ -24,3 +24,32 @@ def test_migration_3_fills_the_rollups_from_rows_stored_before_it(database_url):
     assert [m.version for m in applied] == [3]
     again = Reports(fresh, clock=lambda: NOW)
     assert (again.summary("month"), again.breakdown("model"), again.top(5, "cost")) == before
+
+
+def test_migration_8_adds_request_types_metadata_and_estimates_to_a_database_without_them(database_url):
+    """A database written before version 8 (no request_type, metadata, usage_estimated, estimated_calls) gets the
+    columns; its calls read back as chats, its reports are unchanged, and breakdown("request_type") answers from the
+    rollups with every stored call as a chat."""
+    rows = random_rows(120, seed=8)
+    live = insert(database_url, rows)
+    db = live.db
+    with db.connection_context():
+        for table, column in (("token_usage", "request_type"), ("token_usage", "metadata"),
+                              ("token_usage", "usage_estimated"), ("token_usage_daily", "estimated_calls"),
+                              ("token_usage_rollups", "estimated_calls")):
+            db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute_sql("DELETE FROM token_usage_rollups WHERE scope = 'request'")
+        db.execute_sql("DELETE FROM dspy_tokens_migrations WHERE version = 8")
+    fresh = Store(database_url)
+    assert [m.version for m in fresh.migrate()] == [8]
+    reports = Reports(fresh, clock=lambda: NOW)
+    month = reports.summary("month")
+    assert month.calls > 0 and month.estimated_calls == 0
+    (chat,) = reports.breakdown("request_type", "month")
+    assert chat.key == "chat" and chat.calls == month.calls and chat.cost_usd == month.cost_usd
+    assert reports.summary("month", request_type="chat") == month
+    assert reports.summary("month", request_type="embedding").calls == 0
+    assert Reports(fresh, clock=lambda: NOW).summary() == reports.summary(request_type="chat")
+    exported = {r["call_uuid"]: r for r in fresh.records.session(rows[0]["session_id"])}
+    assert {r["request_type"] for r in exported.values()} == {"chat"}
+    assert not any(r["usage_estimated"] or r["metadata"] for r in exported.values())

@@ -22,7 +22,7 @@ def read_csv_export(text: str | io.TextIOBase) -> list[dict]:
                 row[column] = None
             elif column in INT_COLUMNS:
                 row[column] = int(text_value) if text_value.lstrip("-").isdigit() else text_value  # anonymized
-            elif column in ("cache_hit", "usage_reported"):
+            elif column in ("cache_hit", "usage_reported", "usage_estimated"):
                 row[column] = text_value == "true"
             elif column == "cost_usd":
                 row[column] = Decimal(text_value)
