@@ -58,6 +58,11 @@ def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
             f"may be refused once limits are enforced.")
 
 
+def fallback_text(model: str) -> str:
+    """The one-line notice when a request ran on a rule's fallback model instead of a refusal."""
+    return f"↪️ The usage limit for the usual model is reached, so this answer came from **{model}** instead."
+
+
 def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
     _, whose = _WHO.get(decision.scope or "global", _WHO["global"])
