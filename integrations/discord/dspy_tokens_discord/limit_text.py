@@ -83,6 +83,8 @@ def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[st
             line += " · ⛔ over" + (f", frees up {timestamp(d.resets_at)}" if d.resets_at else "")
         elif d.warning:
             line += " · ⚠️ nearly used up"
+        if not d.exceeded and d.forecast_exhausted_at is not None:
+            line += f" · at this pace used up {timestamp(d.forecast_exhausted_at)}"
         lines.append(line)
     return lines
 
