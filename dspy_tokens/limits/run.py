@@ -33,9 +33,9 @@ class RunStopped(BaseException):
 class GuardedRun:
     """The state of one guarded block: its reservation, what its calls spent, and what is in flight.
 
-    A top-up holds room for one more call like the one asking, so a call the reservation already covers (most
-    of them, and every cache hit) is sent with no database round trip; a strict run that is refused the room asks
-    again for exactly its call, so a strict guard still stops only a call that does not fit. ``note_call`` ties
+    A top-up holds room for one more call like the one asking when that fits (else exactly this call), so a call
+    the reservation already covers (most of them, and every cache hit) is sent with no database round trip, and
+    a strict guard still stops only a call that does not fit. ``note_call`` ties
     each call to the reservation in memory (the writer moves its usage out of the hold when it commits the row).
     """
 
@@ -72,17 +72,11 @@ class GuardedRun:
             self._note_call(call_id, self.reservation_id)
         if covered:
             return
-        roomy = (total + need, calls + 1)
         if not self.strict and _on_event_loop():  # never block the loop: the hold is raised off it
-            _background().submit(self._ask, call_id, model, *roomy, held)
-            self._holds(*roomy)
+            _background().submit(self._raise, call_id, model, total, calls, need, held)
             return
-        decision = self._ask(call_id, model, *roomy, held)
-        if not decision.allowed and self.strict:  # no room for another call: is there for this one?
-            decision = self._ask(call_id, model, total, calls, held)
-            roomy = (total, calls)
+        decision = self._raise(call_id, model, total, calls, need, held)
         if decision.allowed or not self.strict:
-            self._holds(*roomy)
             return
         with self._lock:
             self._inflight.pop(call_id, None)
@@ -94,9 +88,21 @@ class GuardedRun:
             return (self.spent + sum(self._inflight.values()) + need <= self.held
                     and (self.calls + len(self._inflight) + 1 <= self.held_calls or not self.counts_calls))
 
-    def _ask(self, call_id: str, model: str | None, total: int, calls: int, held: int) -> LimitDecision:
+    def _raise(self, call_id: str, model: str | None, total: int, calls: int, need: int, held: int) -> LimitDecision:
+        """Hold room for one more call like this one if it fits; else exactly this call (refused only if strict)."""
+        decision = self._ask(call_id, model, total + need, calls + 1, held, strict=True)
+        if decision.allowed:
+            self._holds(total + need, calls + 1)
+            return decision
+        decision = self._ask(call_id, model, total, calls, held, strict=self.strict)
+        if decision.allowed or not self.strict:
+            self._holds(total, calls)
+        return decision
+
+    def _ask(self, call_id: str, model: str | None, total: int, calls: int, held: int,
+             strict: bool) -> LimitDecision:
         self.top_ups += 1
-        return self._top_up(self.reservation_id, call_id, model, total, max(total - held, 0), calls, self.strict)
+        return self._top_up(self.reservation_id, call_id, model, total, max(total - held, 0), calls, strict)
 
     def _holds(self, total: int, calls: int) -> None:
         with self._lock:
