@@ -30,7 +30,7 @@ from dspy_tokens.testing import FakeLLMServer  # noqa: E402
 from .datagen import drop_database, private_database, server_available  # noqa: E402
 
 USER = 42
-DB_NAME = "dspy_tokens_bench_top_up"
+DB_NAME = f"dspy_tokens_top_up_{os.getpid()}"  # private to this run
 
 
 def percentile(samples: list[float], q: float) -> float:
