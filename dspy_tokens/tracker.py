@@ -189,7 +189,7 @@ class TokenTracker(CallRecorder):
                      channel_id=channel_id, feature=feature, session_id=session_id, estimate=estimate, model=model,
                      role_ids=role_ids, recorder=self, top_up=self._limiter.top_up,
                      default_output=self.config.default_estimate_tokens, strict=strict,
-                     bind_model=self._bind_model)
+                     bind_model=self._bind_model, note_call=self._store.note_reserved_call)
 
     def limit_refusals(self) -> list[RefusalCount]:
         """How many guarded runs the limits refused, by refusing rule (scope, metric) and the run's model and

@@ -16,6 +16,7 @@ from typing import Any
 from . import watch
 from .context import Attribution, current_attribution, current_run
 from .dspy_internals import ACTIVE_CALL_ID, BaseCallback, global_history, history_disabled
+from .usage import is_cache_hit
 
 log = logging.getLogger("dspy_tokens")
 
@@ -179,7 +180,7 @@ class CallRecorder(BaseCallback):
                               call_id)
         run = current_run()
         if run is not None and run.recorder is self:
-            run.after_call(call_id, entry)
+            run.after_call(call_id, entry, cache_hit=entry is not None and is_cache_hit(entry))
         self.emit(ObservedCall(
             call_uuid=call_id, session_id=started.session_id, call_index=started.call_index,
             attribution=started.attribution, module=started.module,

@@ -36,9 +36,10 @@ def limits(user_id, guild_id, model, estimate, config_path, bypasses, as_json, d
             "message": decision.message,
             "rules": [{"rule": d.rule, "scope": d.scope, "metric": d.metric, "used": str(d.used),
                        "reserved": str(d.reserved),
-                       "held_until": d.held_until.isoformat() if d.held_until else None,
+                       "held_until": _iso(d.held_until),
                        "limit": str(d.limit), "remaining": str(d.remaining),
-                       "exceeded": d.exceeded, "resets_at": d.resets_at.isoformat() if d.resets_at else None}
+                       "exceeded": d.exceeded, "resets_at": _iso(d.resets_at),
+                       "forecast_exhausted_at": _iso(d.forecast_exhausted_at)}
                       for d in rules]})
     else:
         _show(decision, rules)
@@ -50,6 +51,15 @@ def _show(decision, rules) -> None:
     verdict = "allowed" if decision.allowed else "REFUSED"
     click.echo(f"{verdict} ({decision.enforcement}): {decision.message}")
     if rules:
-        click.echo(render_table(("rule", "used", "reserved", "limit", "remaining", "over", "frees up"), [
-            (d.rule, d.used, d.reserved, d.limit, d.remaining, "yes" if d.exceeded else "",
-             f"{d.resets_at:%Y-%m-%d %H:%M} UTC" if d.resets_at else None) for d in rules]))
+        click.echo(render_table(("rule", "used", "reserved", "limit", "remaining", "over", "frees up",
+                                 "used up at this pace"), [
+            (d.rule, d.used, d.reserved, d.limit, d.remaining, "yes" if d.exceeded else "", _utc(d.resets_at),
+             _utc(d.forecast_exhausted_at)) for d in rules]))
+
+
+def _utc(moment) -> str | None:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else None
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None

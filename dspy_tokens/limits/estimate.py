@@ -26,6 +26,25 @@ def prompt_tokens(model: str | None, messages: Any) -> int | None:
         return None
 
 
+def prompt_bound(messages: Any) -> int | None:
+    """A cheap upper bound of the prompt's tokens (None when it cannot be had cheaply): a token is at least one
+    byte of text, plus each chat message's few framing tokens. Lets a call that fits anyway skip the tokenizer."""
+    if isinstance(messages, str):
+        return len(messages.encode()) + 8
+    if not isinstance(messages, (list, tuple)):
+        return None
+    size = 8
+    for message in messages:
+        if not isinstance(message, dict):
+            return None
+        for value in message.values():
+            if not isinstance(value, str):
+                return None  # images, tool calls...: only the tokenizer knows
+            size += len(value.encode()) + 1
+        size += 8
+    return size
+
+
 def output_cap(lm: Any, fallback: int) -> int:
     """The most tokens the LM may answer with: its ``max_tokens`` (DSPy keeps it in ``lm.kwargs``)."""
     kwargs = getattr(lm, "kwargs", None) or {}

@@ -50,7 +50,7 @@ def lock_keys(ask: Ask) -> list[tuple[str, int]]:
     return sorted({(r.scope, scope_id(r, ask.request)) for r in ask.rules})
 
 
-def _mode(rule: Rule, mode: str) -> str:
+def rule_mode(rule: Rule, mode: str) -> str:
     return "warn" if rule.enforcement == "warn" and mode == "enforce" else mode
 
 
@@ -82,7 +82,7 @@ def decide(windows, ask: Ask, cost_of: Callable[[str | None, int], int]) -> Limi
         rows.append((rule, key, counted, counted[_COLUMN[rule.metric]], held, sums[pace_keys[id(rule)]]))
     tokens, cost, source = ask.tokens, ask.cost, ask.source
     if source != "given":  # an estimate nobody asked for is cut down to what the enforced limits leave
-        enforced = [r for r in rows if _mode(r[0], ask.mode) == "enforce"]
+        enforced = [r for r in rows if rule_mode(r[0], ask.mode) == "enforce"]
         left = [r[0].limit - r[3] - r[4] for r in enforced if r[0].metric == TOKENS]
         if left and tokens > min(left):
             tokens, source = max(min(left), 1), "left"
@@ -103,7 +103,7 @@ def decide(windows, ask: Ask, cost_of: Callable[[str | None, int], int]) -> Limi
         forecast = None if exceeded else _forecast(rule, now, rule.limit - used - held,
                                                    pace[_COLUMN[rule.metric]], pace_start)
         results.append((rule, exceeded, used, held, need, counted[2], resets_at, forecast))
-    refusing = [r for r in results if r[1] and _mode(r[0], ask.mode) == "enforce"]
+    refusing = [r for r in results if r[1] and rule_mode(r[0], ask.mode) == "enforce"]
     # Report the refusing rule (the one freeing up last), else the rule closest to its limit.
     if refusing:
         chosen = max(refusing, key=lambda r: r[6] or datetime.max.replace(tzinfo=timezone.utc))
@@ -144,7 +144,7 @@ def _rolling_reset(windows, rule: Rule, window: tuple, must_free: int) -> dateti
 
 def _decision(result, ask: Ask, source: str) -> LimitDecision:
     rule, exceeded, used, held, need, unpriced, resets_at, forecast = result
-    mode = _mode(rule, ask.mode)
+    mode = rule_mode(rule, ask.mode)
     held_until = ask.now + timedelta(seconds=ask.hold_seconds) if held else None
     soft = rule.limit > 0 and (used + held + need) >= ask.soft_ratio * rule.limit
     decision = LimitDecision(

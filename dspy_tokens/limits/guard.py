@@ -27,7 +27,8 @@ class Guard:
     def __init__(self, reserve: Callable[..., LimitDecision], settle: Callable[[str], None], *, user_id=None,
                  guild_id=None, channel_id=None, feature=None, session_id=None, estimate=None, model=None,
                  role_ids=(), recorder: Any = None, top_up: Callable[..., LimitDecision] | None = None,
-                 default_output: int = 4000, strict: bool = False, bind_model: Callable[[str], Any] | None = None):
+                 default_output: int = 4000, strict: bool = False, bind_model: Callable[[str], Any] | None = None,
+                 note_call: Callable[[str, str], None] | None = None):
         self._reserve, self._settle_reservation = reserve, settle
         self._ask = dict(user_id=user_id, guild_id=guild_id, channel_id=channel_id, feature=feature, model=model,
                          estimate=estimate, role_ids=tuple(role_ids))
@@ -37,7 +38,7 @@ class Guard:
         self._request = Request.of(user_id, guild_id, channel_id, feature, model, role_ids)
         self._recorder, self._top_up, self._default_output = recorder, top_up, default_output
         self.strict = strict
-        self._bind_model = bind_model
+        self._bind_model, self._note_call = bind_model, note_call
         self._entered: list = []  # what _admit entered, exited in reverse
         self.decision: LimitDecision | None = None
         self.run: GuardedRun | None = None
@@ -54,7 +55,8 @@ class Guard:
             self._entered.append(bound)
         if decision.reservation_id and self._top_up is not None and self._recorder is not None:
             self.run = GuardedRun(self._recorder, decision.reservation_id, decision.hold_tokens,
-                                  functools.partial(self._top_up, self._request), self._default_output, self.strict)
+                                  functools.partial(self._top_up, self._request), self._default_output, self.strict,
+                                  self._note_call, any(d.metric == "requests" for d in decision.rules))
             binding = bind_run(self.run)
             binding.__enter__()
             self._entered.append(binding)

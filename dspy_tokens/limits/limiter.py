@@ -110,16 +110,12 @@ class Limiter:
             if overrides is not None and overrides.bypassed:
                 return LimitDecision(True, bypassed=True, enforcement=mode,
                                      message="Unlimited: an administrator turned limits off here.")
-            rules = overrides.apply(self.applicable(request, overrides.rules)) if overrides is not None \
-                else self.applicable(request)
-            if not rules:
+            ask = self._ask(request, tokens, source, now, mode, overrides)
+            if ask is None:
                 return LimitDecision(True, enforcement=mode)
-            ask = evaluate.Ask(request, rules, tokens, self.cost_estimate_pusd(request.model, tokens), source,
-                               now or datetime.now(timezone.utc), now, mode, self.config.soft_limit_ratio,
-                               overrides.resets if overrides is not None else {},
-                               hold_seconds=self.config.reservation_ttl_seconds)
             if reserve and mode == "enforce":
-                decision = self._reserve(ask)
+                fallback = self._fallback_ask(ask, estimate, prompt, now, overrides)
+                decision = self._reserve(ask, fallback)
             else:
                 decision = evaluate.decide(self.windows, ask, self.cost_estimate_pusd)
         except StorageConflict:  # the database works but stays contended: refusing is safer than overshooting
@@ -146,25 +142,72 @@ class Limiter:
             self.alerts.observe(request, decision)
         return decision
 
-    def _reserve(self, ask: evaluate.Ask) -> LimitDecision:
-        """Decide and hold in one transaction; a deadlock between racing reservers is retried, not an outage."""
-        keys = evaluate.lock_keys(ask) if self.windows.needs_lock_rows else []
+    def _ask(self, request: Request, tokens: int, source: str, now, mode: str, overrides) -> evaluate.Ask | None:
+        """What to decide for ``request`` (None: no rule applies)."""
+        rules = overrides.apply(self.applicable(request, overrides.rules)) if overrides is not None \
+            else self.applicable(request)
+        if not rules:
+            return None
+        return evaluate.Ask(request, rules, tokens, self.cost_estimate_pusd(request.model, tokens), source,
+                            now or datetime.now(timezone.utc), now, mode, self.config.soft_limit_ratio,
+                            overrides.resets if overrides is not None else {},
+                            hold_seconds=self.config.reservation_ttl_seconds)
+
+    def _fallback_ask(self, ask: evaluate.Ask, estimate, prompt, now, overrides) -> evaluate.Ask | None:
+        """The same request on the model an enforced rule names as its ``fallback`` (None: no rule names one)."""
+        named = [r.fallback for r in ask.rules if r.fallback and evaluate.rule_mode(r, ask.mode) == "enforce"]
+        if not named or named[0] == ask.request.model:
+            return None
+        request = ask.request.on(named[0])
+        tokens, source = self.estimate_for(request.model, estimate, prompt)
+        found = self._ask(request, tokens, source, now, ask.mode, overrides)
+        # No rule counts the fallback model: an empty ask still holds the run under it, for the top-ups.
+        return found or evaluate.Ask(request, [], tokens, 0, source, ask.now, now, ask.mode, ask.soft_ratio,
+                                     hold_seconds=ask.hold_seconds)
+
+    def _reserve(self, ask: evaluate.Ask, fallback: evaluate.Ask | None = None) -> LimitDecision:
+        """Decide and hold in one transaction; a deadlock between racing reservers is retried, not an outage.
+
+        A request refused by a rule that names a ``fallback`` (or cut down below its estimate by one) is held on
+        the fallback model instead when it fits there whole, decided under the same locks."""
+        asks = [ask] if fallback is None else [ask, fallback]
+        keys = sorted({k for a in asks for k in evaluate.lock_keys(a)}) if self.windows.needs_lock_rows else []
         self.windows.create_locks(keys)
         for attempt in range(MAX_ATTEMPTS):
             try:
                 with self.windows.transaction():
                     self.windows.lock(keys)
                     decision = evaluate.decide(self.windows, ask, self.cost_estimate_pusd)
+                    chosen = ask
+                    if fallback is not None and _falls_back(decision, ask):
+                        instead = self._on_fallback(fallback, decision)
+                        if instead.allowed:
+                            decision, chosen = instead, fallback
                     if decision.allowed:
-                        rid = self.windows.hold(ask.request.hold_ids, ask.request.model, ask.sized_tokens,
-                                                ask.sized_cost, ask.store_now, self.config.reservation_ttl_seconds)
-                        decision = replace(decision, reservation_id=rid, hold_tokens=ask.sized_tokens)
+                        rid = self.windows.hold(chosen.request.hold_ids, chosen.request.model, chosen.sized_tokens,
+                                                chosen.sized_cost, chosen.store_now,
+                                                self.config.reservation_ttl_seconds)
+                        decision = replace(decision, reservation_id=rid, hold_tokens=chosen.sized_tokens)
                     return decision
             except StorageConflict:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_fallback(self, fallback: evaluate.Ask, refused: LimitDecision) -> LimitDecision:
+        """The fallback's decision (it fits only whole: never cut down), telling why the run moved."""
+        model = fallback.request.model or ""
+        entry = self.config.model_entry(model)
+        if fallback.rules:
+            decision = evaluate.decide(self.windows, fallback, self.cost_estimate_pusd)
+            if not decision.allowed or decision.estimate_source == "left":
+                return replace(decision, allowed=False)
+        else:
+            fallback.sized_tokens, fallback.sized_cost = fallback.tokens, fallback.cost
+            decision = LimitDecision(True, enforcement=fallback.mode, estimate_source=fallback.source)
+        note = f"{refused.message} This request runs on {entry.label if entry else model} instead."
+        return replace(decision, fallback_model=model, message=note)
 
     def top_up(self, request: Request, reservation_id: str, call_id: str, model: str | None, total: int, extra: int,
                calls: int, strict: bool) -> LimitDecision:
@@ -220,3 +263,13 @@ class Limiter:
                                  message="Usage limits could not be checked; the request was allowed.")
         return LimitDecision(False, enforcement=mode, exceeded=True,
                              message="Usage limits cannot be checked right now; please try again in a moment.")
+
+
+def _falls_back(decision: LimitDecision, ask: evaluate.Ask) -> bool:
+    """Whether a rule naming a fallback refuses the request, or cut its estimate down to what it leaves."""
+    named = {r.key for r in ask.rules if r.fallback}
+    for d in decision.rules:
+        if d.rule in named and d.enforcement == "enforce":
+            if d.exceeded or (d.estimate_source == "left" and d.remaining is not None and d.remaining <= d.requested):
+                return True
+    return False

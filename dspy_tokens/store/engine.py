@@ -38,6 +38,10 @@ class Store:
         self.models = bind_models(self.db)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        # call_uuid -> reservation id of this process's guarded calls, until their rows are committed: a call the
+        # reservation already covers is tied to it here, with no database round trip before the call.
+        self._call_owners: dict[str, str] = {}
+        self._owners_lock = threading.Lock()
         # Bound once, so the write path runs no helper of ours to open its transaction (IMMEDIATE on SQLite).
         self._transaction = (functools.partial(self.db.atomic, "IMMEDIATE") if self.dialect == "sqlite"
                              else self.db.atomic)
@@ -181,6 +185,7 @@ class Store:
         try:
             self.ensure_schema()
             self.db.connect(reuse_if_open=True)
+            charged: list[str] = []
             with self._transaction():
                 fresh = self._fresh(rows) if rows else []
                 if fresh:
@@ -191,29 +196,49 @@ class Store:
                         # Sorted keys: concurrent writers take the aggregate rows' locks in the same order.
                         table = getattr(found, name)
                         executemany(self.dialect, cursor, sql, [(*k, *table[k]) for k in sorted(table)])
-                    self._charge_reservations(fresh)
+                    charged = self._charge_reservations(fresh)
                 if settled:
                     reservation, calls = self.models.Reservation, self.models.ReservationCall
                     reservation.delete().where(reservation.id.in_(list(settled))).execute()
                     calls.delete().where(calls.reservation_id.in_(list(settled))).execute()
+            if fresh or settled:
+                self._forget_owners(charged, settled)
             return len(fresh)
         except Exception as exc:
             self.reset_connection()
             raise classify(exc) from exc
 
-    def _charge_reservations(self, rows: Sequence[UsageRow]) -> None:
+    def note_reserved_call(self, call_uuid: str, reservation_id: str) -> None:
+        """Tie a guarded call to its run's reservation (in memory: this process's writer commits its row)."""
+        with self._owners_lock:
+            self._call_owners[call_uuid] = reservation_id
+
+    def _forget_owners(self, charged, settled: Sequence[str]) -> None:
+        with self._owners_lock:
+            for uuid in charged:
+                self._call_owners.pop(uuid, None)
+            if settled:
+                gone = set(settled)
+                for uuid in [u for u, rid in self._call_owners.items() if rid in gone]:
+                    del self._call_owners[uuid]
+
+    def _charge_reservations(self, rows: Sequence[UsageRow]) -> list[str]:
         """Move the usage of guarded runs' calls from their reservation's hold to ``used``: the reservation keeps
-        holding only what its run has not committed yet (see ``LimitWindows.top_up``)."""
+        holding only what its run has not committed yet (see ``LimitWindows.top_up``). Returns the calls found in
+        memory (forgotten once the transaction commits)."""
         p = self.db.param
-        owner: dict[str, str] = {}
-        uuids = [row.call_uuid for row in rows]
+        with self._owners_lock:
+            owner = {row.call_uuid: self._call_owners[row.call_uuid] for row in rows
+                     if row.call_uuid in self._call_owners}
+        charged = list(owner)
+        uuids = [row.call_uuid for row in rows if row.call_uuid not in owner]
         for start in range(0, len(uuids), LOOKUP_CHUNK):
             chunk = uuids[start:start + LOOKUP_CHUNK]
             owner.update(self.db.execute_sql(
                 "SELECT call_uuid, reservation_id FROM token_reservation_calls WHERE call_uuid IN "
                 f"({', '.join([p] * len(chunk))})", chunk).fetchall())
         if not owner:
-            return
+            return charged
         charges: dict[str, list[int]] = {}
         for row in rows:
             rid = owner.get(row.call_uuid)
@@ -227,6 +252,7 @@ class Store:
                 f"UPDATE token_reservations SET committed_tokens = committed_tokens + {p}, committed_cost_pusd = "
                 f"committed_cost_pusd + {p}, committed_calls = committed_calls + {p} WHERE id = {p}",
                 [*charges[rid], rid])
+        return charged
 
     def existing_uuids(self, uuids: list[str]) -> set[str]:
         found: set[str] = set()

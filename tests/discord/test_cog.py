@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -34,6 +35,7 @@ from tests.support.db import stored_rows
 MANAGE_GUILD = str(discord.Permissions(manage_guild=True).value)
 USAGE_LIMITS = {"user_limit": 10_000, "guild_limit": 50_000, "default_estimate_tokens": 10}
 NOW = datetime.now(timezone.utc)
+AT_PACE = r" · at this pace used up <t:\d+:R>"
 
 
 def seed_usage(tracker):
@@ -56,10 +58,13 @@ async def test_own_usage_is_ephemeral_with_usage_limits_and_breakdown(make_app):
     assert answer.path.startswith("/webhooks/") and answer.ephemeral
     [embed] = answer.embeds
     assert embed["title"] == "🪙 Your token usage" and embed["description"] == "Last 30 days (UTC)."
-    assert answer.field(F_YOU) == ("**1,300** tokens · 3 calls · $0.0130\n"
-                                   "Limit: 1,300 / 10,000 tokens in the last 30 days · **8,700** left")
-    assert answer.field(F_SERVER) == ("**700** tokens · 3 calls · $0.0070\n"
-                                      "Limit: 700 / 50,000 tokens in the last 30 days · **49,300** left")
+    # The usage is of this hour: each limit line ends with when the recent pace reaches it.
+    assert re.fullmatch(re.escape("**1,300** tokens · 3 calls · $0.0130\n"
+                                  "Limit: 1,300 / 10,000 tokens in the last 30 days · **8,700** left") + AT_PACE,
+                        answer.field(F_YOU))
+    assert re.fullmatch(re.escape("**700** tokens · 3 calls · $0.0070\n"
+                                  "Limit: 700 / 50,000 tokens in the last 30 days · **49,300** left") + AT_PACE,
+                        answer.field(F_SERVER))
     assert answer.field(F_BREAKDOWN) == ("Prompt **975** · Completion **325**\n"
                                          "Cached **20** (part of prompt) · Reasoning **5** (part of completion)")
     assert answer.field(F_COST) == "$0.0130"
@@ -90,7 +95,8 @@ async def test_bypassed_user_sees_unlimited(make_app):
     seed_usage(app.tracker)
     [answer] = await app.slash("token-usage")
     assert answer.field(F_YOU).endswith("Limit: **unlimited** (bypass)")
-    assert answer.field(F_SERVER).endswith("Limit: 700 / 50,000 tokens in the last 30 days · **49,300** left")
+    assert re.search(re.escape("Limit: 700 / 50,000 tokens in the last 30 days · **49,300** left") + AT_PACE + "$",
+                     answer.field(F_SERVER))
 
 
 async def test_usage_in_a_dm_has_no_server_section(make_app):

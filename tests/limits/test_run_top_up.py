@@ -108,3 +108,37 @@ def test_concurrent_strict_runs_never_bill_beyond_the_limit(make_tracker, databa
     assert billed <= limit
     assert tracker.flush(10) and reservations(tracker) == 0
     assert tracker.check(USER, estimate=0).used == billed
+
+
+def test_a_call_the_reservation_covers_still_moves_out_of_it_when_committed(make_tracker, database_url, server):
+    """A 5,000-token hold covers a ~1,000-token call (no top-up before it): once its row is committed the call
+    counts as used and the hold keeps only the rest — never both."""
+    tracker = make_tracker(database_url, config(user_limit=100_000))
+    replies(server, 1)
+    with dspy.context(lm=server.lm(max_tokens=OUTPUT_CAP), callbacks=[tracker]):
+        with tracker.guard(USER, estimate=5_000):
+            dspy.Predict("question -> answer")(question="one covered call")
+            assert tracker.flush(10)
+            seen = tracker.check(USER, estimate=0)
+    actual = server.usage_totals()["total_tokens"]
+    assert (seen.used, seen.reserved) == (actual, 5_000 - actual)
+    assert tracker.flush(10) and reservations(tracker) == 0
+
+
+def test_cache_hits_spend_nothing_so_a_strict_run_of_them_finishes(make_tracker, database_url, server):
+    """Five cached calls under a limit that fits one call: a strict run makes them all (a hit costs nothing) and
+    nothing more is sent to the provider."""
+    tracker = make_tracker(database_url, config(user_limit=1_500))
+    replies(server, 5)
+    lm = server.lm(max_tokens=OUTPUT_CAP, cache=True)
+    questions = [f"question {i}" for i in range(5)]
+    with dspy.context(lm=lm):  # not tracked: the answers are cached, nothing is counted
+        for q in questions:
+            dspy.Predict("question -> answer")(question=q)
+    sent = len(server.requests)
+    with dspy.context(lm=lm, callbacks=[tracker]), tracker.guard(USER, strict=True):
+        for q in questions:
+            dspy.Predict("question -> answer")(question=q)
+    assert len(server.requests) == sent
+    assert tracker.flush(10) and reservations(tracker) == 0
+    assert tracker.check(USER, estimate=0).used == 0

@@ -74,6 +74,11 @@ def warning_text(decision: LimitDecision, window_days: int = 30) -> str:
             f"may be refused once limits are enforced.")
 
 
+def fallback_text(model: str) -> str:
+    """The one-line notice when a request ran on a rule's fallback model instead of a refusal."""
+    return f"↪️ The usage limit for the usual model is reached, so this answer came from **{model}** instead."
+
+
 def soft_notice_text(decision: LimitDecision, window_days: int = 30) -> str:
     """The one-time heads-up when a soft threshold (e.g. 80%) is reached."""
     _, whose = _WHO.get(decision.scope or "global", _WHO["global"])
@@ -94,6 +99,8 @@ def limit_lines(decisions: Iterable[LimitDecision], window_days: int) -> list[st
             line += " · ⛔ over" + (f", frees up {timestamp(d.resets_at)}" if d.resets_at else "")
         elif d.warning:
             line += " · ⚠️ nearly used up"
+        if not d.exceeded and d.forecast_exhausted_at is not None:
+            line += f" · at this pace used up {timestamp(d.forecast_exhausted_at)}"
         lines.append(line)
     return lines
 

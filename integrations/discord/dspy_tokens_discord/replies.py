@@ -14,6 +14,7 @@ from dspy_tokens import LimitDecision
 
 from .deadline import AutoDeferred, interaction_of
 from .embeds import soft_notice_text, warning_text
+from .limit_text import fallback_text
 from .requester import Requester, Target
 
 log = logging.getLogger("dspy_tokens_discord")
@@ -54,11 +55,14 @@ def _scope_id(decision: LimitDecision, who: Requester) -> int | None:
 def notice_for(tracker, decision: LimitDecision | None, who: Requester, window_days: int) -> str | None:
     """The message to show after an admitted request, if any.
 
-    Warn mode over a limit: a warning every time. Soft threshold reached: a heads-up once per rule and
+    Run on a rule's fallback model: a one-line notice naming it. Warn mode over a limit: a warning every time. Soft threshold reached: a heads-up once per rule and
     user/server (per process), armed again when usage drops back under the threshold.
     """
     if decision is None or decision.bypassed or decision.enforcement == "off":
         return None
+    if decision.fallback_model:
+        entry = tracker.config.model_entry(decision.fallback_model)
+        return fallback_text(entry.label if entry is not None else decision.fallback_model)
     rules = decision.rules
     over = [d for d in rules if d.exceeded]
     if over:
