@@ -17,14 +17,14 @@ _EXPORTS = {
     "TokenLimitExceeded": "errors",
     "parse_id": "_ids",
     "propagate": "capture.context", "usage_context": "capture.context",
-    "LimitDecision": "limits.decision",
+    "LimitDecision": "limits.decision", "BudgetAlert": "limits.alerts",
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
     "Totals": "reports.results", "CallRecord": "reports.results", "Reports": "reports.queries",
     "Health": "ingest.health", "WriterStats": "ingest.writer",
     "TokenTracker": "tracker",
 }
 __all__ = [
-    "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group", "Health",
+    "BudgetAlert", "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group", "Health",
     "LimitDecision", "ModelEntry", "ModelPrice", "Reports", "StorageError", "Summary", "TokenLimitExceeded",
     "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "parse_id", "propagate",
     "usage_context",
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .errors import ConfigurationError, DspyTokensError, StorageError, TokenLimitExceeded
     from .ingest.health import Health
     from .ingest.writer import WriterStats
+    from .limits.alerts import BudgetAlert
     from .limits.decision import LimitDecision
     from .reports.queries import Reports
     from .reports.results import CallRecord, CleanupResult, Group, Summary, Totals
