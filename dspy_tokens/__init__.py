@@ -18,16 +18,17 @@ _EXPORTS = {
     "parse_id": "_ids",
     "propagate": "capture.context", "usage_context": "capture.context",
     "LimitChange": "limits.overrides", "LimitDecision": "limits.decision", "RefusalCount": "limits.refusals",
+    "BudgetAlert": "limits.alerts",
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
     "Totals": "reports.results", "CallRecord": "reports.results", "Reports": "reports.queries",
     "Health": "ingest.health", "WriterStats": "ingest.writer",
     "TokenTracker": "tracker",
 }
 __all__ = [
-    "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError", "Group", "Health",
-    "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "Reports", "StorageError", "Summary",
-    "TokenLimitExceeded", "TokenTracker", "Totals", "WriterStats", "load_bypasses", "load_config", "parse_id",
-    "propagate", "usage_context",
+    "BudgetAlert", "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError",
+    "Group", "Health", "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "Reports",
+    "StorageError", "Summary", "TokenLimitExceeded", "TokenTracker", "Totals", "WriterStats", "load_bypasses",
+    "load_config", "parse_id", "propagate", "usage_context",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .ingest.health import Health
     from .ingest.writer import WriterStats
     from .limits.overrides import LimitChange
+    from .limits.alerts import BudgetAlert
     from .limits.decision import LimitDecision
     from .limits.refusals import RefusalCount
     from .reports.queries import Reports

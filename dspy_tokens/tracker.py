@@ -24,8 +24,8 @@ from .capture import CallRecorder, ObservedCall, record_embeddings
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
-from .limits import (Guard, LimitChange, LimitDecision, Limiter, LimitOverride, Overrides, RefusalCount,
-                     rolling_window_start)
+from .limits import (Alerts, BudgetAlert, Guard, LimitChange, LimitDecision, Limiter, LimitOverride, Overrides,
+                     RefusalCount, rolling_window_start)
 from .pricing import PriceBook
 from .reports import CallRecord, CleanupResult, Group, Reports, RetentionScheduler, Summary, retention
 from .reports.periods import Period
@@ -62,6 +62,7 @@ class TokenTracker(CallRecorder):
         self._store = Store(database)
         self._overrides = Overrides(self._store, self.config)
         self._limiter = Limiter(self._store, self.config, self.bypasses, self._prices, self._overrides)
+        self._alerts = self._wire_alerts(self._limiter, [])
         self._reports = Reports(self._store)
         self._closed = False
         self._writer: UsageWriter | None = None
@@ -155,6 +156,7 @@ class TokenTracker(CallRecorder):
         self._overrides = Overrides(self._store, config)
         limiter = Limiter(self._store, config, bypasses, prices, self._overrides)
         self.config, self.bypasses, self._prices, self._limiter = config, bypasses, prices, limiter
+        self._alerts = self._wire_alerts(limiter, self._alerts.hooks)
         if self._writer is not None:
             self._rows.configure(prices, config.log_calls, config.estimate_usage)
             self._retention.configure(config)
@@ -162,6 +164,18 @@ class TokenTracker(CallRecorder):
         return config
 
     # -- limits ------------------------------------------------------------------------------------
+    def _wire_alerts(self, limiter: Limiter, hooks: list) -> Alerts:
+        alerts = Alerts(self._store.alerts, limiter.config, limiter.rules)
+        alerts.hooks = hooks
+        limiter.alerts = alerts if alerts.wanted else None
+        return alerts
+
+    def on_alert(self, fn: Callable[[BudgetAlert], None]) -> Callable[[BudgetAlert], None]:
+        """Call ``fn(alert)`` once per budget alert this process fires (models.json ``"alerts"``), on the thread
+        of the check that saw the crossing (keep it fast; an exception is logged). Usable as a decorator."""
+        self._alerts.hooks.append(fn)
+        return fn
+
     def check(self, user_id: int | str | None = None, guild_id: int | str | None = None, *,
               channel_id: int | str | None = None, feature: str | None = None, model: str | None = None,
               estimate: int | None = None, prompt: Any = None, role_ids: Sequence[int] = (),
@@ -291,6 +305,7 @@ class TokenTracker(CallRecorder):
         if self._closed:
             return True
         self._closed = True
+        self._alerts.close(min(timeout or 5.0, 5.0))
         if self._writer is None:
             self._store.close()
             return True

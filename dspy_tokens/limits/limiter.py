@@ -26,6 +26,7 @@ from ..pricing import PriceBook
 from ..store import Store
 from ..store.units import to_pico
 from . import evaluate
+from .alerts import Alerts
 from .decision import LimitDecision
 from .estimate import output_cap, prompt_tokens
 from .request import Request
@@ -44,7 +45,7 @@ class Limiter:
         self.rules = rules_from_config(config)
         self.windows = store.windows
         self.overrides = overrides  # run-time limits (limits.overrides.Overrides), read at every decision
-        self.alerts = None  # limits.alerts.Alerts, told of every decision's rules
+        self.alerts: Alerts | None = None  # told of every decision's rules
 
     # -- public ------------------------------------------------------------------------------------
     def check(self, user_id=None, guild_id=None, *, channel_id=None, feature=None, model=None, estimate=None,

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from . import aggregates, migrations, prune, rebuild
 from ._db import classify, dialect, open_database, redact, resolve_url, sqlite_path, storage_errors
 from ._sql import executemany, insert_sql, upsert_sql
+from .alerts import AlertLedger
 from .overrides import OverrideTable
 from .prune import Pruner
 from .records import Records
@@ -90,6 +91,11 @@ class Store:
     def overrides(self) -> OverrideTable:
         """Run-time limits, bypasses, usage resets and their audit trail."""
         return OverrideTable(self)
+
+    @functools.cached_property
+    def alerts(self) -> AlertLedger:
+        """Budget alerts already fired (each once)."""
+        return AlertLedger(self)
 
     @functools.cached_property
     def pruning(self) -> Pruner:

@@ -22,6 +22,7 @@ from discord.ext import commands, tasks
 
 from dspy_tokens import CallRecord, ConfigurationError, Group, LimitDecision, Summary
 
+from .alert_channel import AlertChannel
 from .config import ENV_REPORT_CHANNEL_ID, DiscordSettings
 
 if TYPE_CHECKING:
@@ -120,15 +121,19 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
         # The UI hint (synced as default_member_permissions) follows the configured permission.
         self.token_stats.default_permissions = discord.Permissions(**{self.settings.admin_permission: True})
         self.report_loop.change_interval(seconds=self.settings.report_interval_seconds)
+        self.alert_channel = AlertChannel(bot)
+        tracker.on_alert(self.alert_channel)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def cog_load(self) -> None:
+        self.alert_channel.start()
         if self.settings.report_channel_id is not None:
             self.report_loop.start()
             log.info("token report every %ss to channel %s", self.settings.report_interval_seconds,
                      self.settings.report_channel_id)
 
     async def cog_unload(self) -> None:
+        self.alert_channel.stop()
         self.report_loop.cancel()
 
     @property

@@ -8,6 +8,9 @@
                                                           guarded calls + checks + plain calls, then report
     child.py hold    DB_URL SPILL_DIR CONFIG_JSON USER ESTIMATE
                                                           enter tracker.guard() and wait inside it until killed
+    child.py alerts  DB_URL SPILL_DIR CONFIG_JSON USER START_AT CHECKS
+                                                          at START_AT (epoch seconds) check USER CHECKS times from
+                                                          4 threads; report the budget alerts this process fired
 """
 
 from __future__ import annotations
@@ -153,6 +156,29 @@ def hold(db_url: str, spill_dir: str, config_json: str, user: str, estimate: str
         time.sleep(3600)
 
 
+def alerts(db_url: str, spill_dir: str, config_json: str, user: str, start_at: str, checks: str) -> None:
+    """Checks racing another process's on the same database; every alert this process fires is reported."""
+    from dspy_tokens import TokenTracker
+    from dspy_tokens.config import parse_config
+
+    tracker = TokenTracker(db_url, parse_config(json.loads(config_json), "alerts"), spill_dir=spill_dir)
+    fired = []
+    tracker.on_alert(lambda alert: fired.append(alert.threshold))
+    time.sleep(max(0.0, float(start_at) - time.time()))
+
+    def worker() -> None:
+        for _ in range(int(checks)):
+            tracker.check(int(user), estimate=0)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    tracker.close(timeout=10)  # posts what the webhook queue still holds
+    emit("fired", thresholds=fired)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"record": record, "contend": contend, "hold": hold, "drain": drain}[command](*arguments)
+    {"record": record, "contend": contend, "hold": hold, "drain": drain, "alerts": alerts}[command](*arguments)
