@@ -57,6 +57,17 @@ def response_model_of(entry: dict) -> str | None:
     return str(model) if model else None
 
 
+def service_tier_of(entry: dict) -> str | None:
+    """The tier the provider says it served: ``response.service_tier`` (LiteLLM engine) or the raw answer's
+    ``service_tier`` (DSPy's native engine keeps it in ``provider_data``)."""
+    response = entry.get("response")
+    tier = response.get("service_tier") if isinstance(response, dict) else getattr(response, "service_tier", None)
+    if tier is None and not isinstance(response, (dict, tuple, list)):
+        raw = getattr(response, "provider_data", None)
+        tier = raw.get("service_tier") if isinstance(raw, dict) else None
+    return str(tier) if isinstance(tier, str) and tier else None
+
+
 class RowBuilder:
     """Prices and normalises observed calls into rows; ``configure`` swaps the prices (``reload_config``)."""
 
@@ -89,7 +100,8 @@ class RowBuilder:
         else:
             response_model = response_model_of(entry)
             cache_hit = is_cache_hit(entry)
-            counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"))
+            counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"),
+                                                                             service_tier_of(entry))
             if counts.problem:
                 self._report(call, counts.problem)
         if counts.reported:
