@@ -23,6 +23,10 @@ CLASSES = {
     "litellm_cannot_route": "LiteLLM no longer routes the provider (anyscale) and raises; the map prices it",
     "litellm_reresolves_model": "perplexity/opencode_go: LiteLLM re-resolves the model name to another entry "
                                 "of the map (perplexity/perplexity/sonar -> perplexity/sonar)",
+    "litellm_ignores_tier": "fireworks_ai: LiteLLM's Fireworks calculator drops the service tier and bills the "
+                            "standard rate although the map gives *_priority rates",
+    "no_token_input_rate": "the entry has no input_cost_per_token (priced per second of video): LiteLLM bills "
+                           "the prompt at $0, dspy-tokens stores unknown",
 }
 
 
@@ -32,6 +36,10 @@ def classify(key: str, model: str, entry: dict, shape: str, ours, theirs) -> str
         return "needs_login"
     if ours is None and theirs == Decimal(0):
         return "zero_for_no_price"
+    if ours is None and entry.get("input_cost_per_token") is None and entry.get("output_cost_per_token") is not None:
+        return "no_token_input_rate"
+    if provider == "fireworks_ai" and shape in ("priority", "flex") and ours is not None and theirs is not None:
+        return "litellm_ignores_tier"
     if ours is None and entry.get("tiered_pricing"):
         return "tiered_pricing_list"
     if entry.get("off_peak_pricing"):
