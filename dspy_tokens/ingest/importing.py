@@ -29,9 +29,11 @@ IMPORT_FORMATS = ("jsonl", "csv", "gepeto-sqlite")
 #: ``progress(rows_read, total)``; ``total`` is ``None`` when it is not known in advance (CSV).
 Progress = Callable[[int, "int | None"], None]
 _INTS = ("call_index", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
-         "latency_ms")
+         "latency_ms", "cache_write_tokens", "audio_tokens")
+#: Columns added after the first release: an older export without them imports with NULLs.
+_LATER = ("cache_write_tokens", "audio_tokens", "service_tier", "price_version")
 _IDS = ("user_id", "guild_id", "channel_id")
-_OPTIONAL_TEXT = ("feature", "module", "response_model", "error")
+_OPTIONAL_TEXT = ("feature", "module", "response_model", "error", "service_tier", "price_version")
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ def _csv_rows(lines: Iterable[str], name: str, zone: tzinfo | None) -> Iterator[
 def _export_row(cells: dict[str, Any], where: str, zone: tzinfo | None, *, csv_cells: bool) -> UsageRow:
     """One exported row (cells as CSV text or JSON values) as a :class:`UsageRow`, or a ValueError naming the line
     and column."""
+    cells = {**dict.fromkeys(_LATER), **cells}
     missing = [c for c in ROW_COLUMNS if c not in cells]
     if missing:
         raise ValueError(f"{where}: not a dspy-tokens export (missing columns: {', '.join(missing)})")

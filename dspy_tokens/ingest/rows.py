@@ -107,13 +107,13 @@ class RowBuilder:
         if counts.reported:
             try:
                 cost = self.prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
-                cost_usd, cost_source = cost.usd, cost.source
+                cost_usd, cost_source, price_version = cost.usd, cost.source, cost.price_version
             except Exception:  # a pricing bug must not lose the call: keep its tokens, the cost is unknown
                 log.exception("dspy-tokens: could not price call %s (model %r); its cost is stored as unknown",
                               call.call_uuid, call.model)
-                cost_usd, cost_source = None, SOURCE_UNKNOWN
+                cost_usd, cost_source, price_version = None, SOURCE_UNKNOWN, None
         else:
-            cost_usd, cost_source = None, SOURCE_NO_USAGE
+            cost_usd, cost_source, price_version = None, SOURCE_NO_USAGE, None
         who = call.attribution
         row = UsageRow(
             call_uuid=call.call_uuid, session_id=call.session_id, call_index=call.call_index,
@@ -122,7 +122,10 @@ class RowBuilder:
             prompt_tokens=counts.prompt, completion_tokens=counts.completion, total_tokens=counts.total,
             cached_tokens=counts.cached, reasoning_tokens=counts.reasoning, cost_usd=cost_usd,
             cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported, error=call.error,
-            latency_ms=call.latency_ms, created_at=call.created_at)
+            latency_ms=call.latency_ms, created_at=call.created_at,
+            cache_write_tokens=counts.cache_write if counts.reported else None,
+            audio_tokens=counts.audio if counts.reported else None, service_tier=counts.service_tier,
+            price_version=price_version)
         row = storable(row)
         if self.log_calls:
             log_row(row)

@@ -63,12 +63,25 @@ def _budgets(db, models) -> None:
     rebuild.rebuild_counters(db, models)  # channel and feature counters start from the stored rows
 
 
+#: Migration 7's columns of token_usage: what was priced (cache writes, audio, the tier served, which prices).
+PRICED_COLUMNS = {"cache_write_tokens": "BIGINT NULL", "audio_tokens": "BIGINT NULL",
+                  "service_tier": "VARCHAR(32) NULL", "price_version": "VARCHAR(64) NULL"}
+
+
+def _priced_dimensions(db, models) -> None:
+    present = {c.name for c in db.get_columns("token_usage")}
+    for column, kind in PRICED_COLUMNS.items():
+        if column not in present:
+            db.execute_sql(f"ALTER TABLE token_usage ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
     Migration(3, "reports: daily usage cube and per-scope day/month rollups", _rollups),
     Migration(4, "limits: covering indexes for window sums", _covering_counter_indexes),
     Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
+    Migration(7, "pricing: cache-write and audio tokens, service tier, price version per call", _priced_dimensions),
 )
 LATEST = MIGRATIONS[-1].version
 

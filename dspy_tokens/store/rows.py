@@ -33,6 +33,10 @@ class UsageRow(NamedTuple):
     error: str | None
     latency_ms: int | None
     created_at: datetime  # UTC-aware
+    cache_write_tokens: int | None = None  # inside prompt_tokens
+    audio_tokens: int | None = None  # audio in + out, inside prompt and completion tokens
+    service_tier: str | None = None  # as the provider reported it ("priority", "flex", "default")
+    price_version: str | None = None  # which prices priced it: litellm-<version>:<map hash>[+models.json:<hash>]
 
 
 ROW_COLUMNS: tuple[str, ...] = UsageRow._fields

@@ -81,6 +81,10 @@ class TokenUsage(pw.Model):
     error = pw.TextField(null=True)
     latency_ms = pw.IntegerField(null=True)
     created_at = UTCDateTimeField()
+    cache_write_tokens = pw.BigIntegerField(null=True)  # inside prompt_tokens
+    audio_tokens = pw.BigIntegerField(null=True)  # audio in and out, inside prompt and completion tokens
+    service_tier = pw.CharField(max_length=32, null=True)
+    price_version = pw.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "token_usage"

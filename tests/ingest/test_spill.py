@@ -124,7 +124,7 @@ class TestCodec:
         from dspy_tokens.ingest.journal import decode
 
         row = seed_row()
-        decoded = decode(line_of(row, request_type="chat", metadata={"a": 1}, cache_write_tokens=12))
+        decoded = decode(line_of(row, request_type="chat", metadata={"a": 1}, a_future_column=12))
         assert decoded._asdict() == row
 
     def test_an_older_versions_line_without_some_columns_keeps_its_row(self):
