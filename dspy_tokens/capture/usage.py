@@ -110,7 +110,7 @@ def _first_count(*values: Any) -> int | None:
     return next((count for count in map(_count, values) if count), None)
 
 
-def _prompt_parts(usage: Mapping, prompt: int | None) -> tuple[int | None, dict[str, int]]:
+def _prompt_parts(usage: Mapping, prompt: int) -> tuple[int, dict[str, int]]:
     """(prompt tokens, the parts of them: cached, cache_write, cache_write_1h, audio_input, image_input)."""
     section = "prompt_tokens_details"
     cached = _first_count(_detail(usage, section, "cached_tokens"), usage.get("cache_read_input_tokens"))
@@ -120,7 +120,7 @@ def _prompt_parts(usage: Mapping, prompt: int | None) -> tuple[int | None, dict[
     hour = _first_count(lifetimes.get("ephemeral_1h_input_tokens") if isinstance(lifetimes, Mapping)
                         else getattr(lifetimes, "ephemeral_1h_input_tokens", None))
     top_level = any(_count(usage.get(k)) for k in ("cache_read_input_tokens", "cache_creation_input_tokens"))
-    if prompt is not None and top_level and (cached or 0) + (written or 0) > prompt:
+    if top_level and (cached or 0) + (written or 0) > prompt:
         prompt += (cached or 0) + (written or 0)  # Anthropic's convention: input_tokens excludes the cache
     parts = {"cached": cached or 0, "cache_write": written or 0, "cache_write_1h": min(hour or 0, written or 0),
              "audio_input": _count(_detail(usage, section, "audio_tokens")) or 0,
