@@ -9,7 +9,8 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy is imported: pricing stays offline
 
 import dspy  # noqa: E402
-import pytest  # noqa: E402
+import litellm  # noqa: E402, F401 - pricing imports it on first use (~2 s): once here, so that tests' short
+import pytest  # noqa: E402           timeouts (close(timeout=1)) measure the tracker, not that import
 
 from dspy_tokens import Config, TokenTracker  # noqa: E402
 from dspy_tokens.testing import FakeLLMServer  # noqa: E402

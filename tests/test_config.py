@@ -105,13 +105,24 @@ class TestModelsJsonErrors:
             load_config(path)
         assert_names_everything(raised.value, path, field, value, fix)
 
-    def test_rates_for_cache_without_input_and_output_are_rejected(self, tmp_path):
-        """A model giving only a cache-read rate is rejected: its calls could not be priced consistently."""
-        entry = {**MODEL, "cache_read_input_token_cost": 7.5e-08}
+    def test_a_partial_price_for_a_model_the_map_does_not_know_is_rejected(self, tmp_path):
+        """An entry giving only some rates, for a model the price map cannot complete, is a ConfigurationError
+        naming the entry and the missing keys (never silently ignored)."""
+        from dspy_tokens.pricing import PriceBook
+        entry = {"label": "ft", "name": "ft-unknown-to-any-map", "provider": "acme", "input_cost_per_token": 1e-06}
         path = write(tmp_path, {"models": [entry]})
         with pytest.raises(ConfigurationError) as raised:
+            PriceBook(load_config(path))
+        assert raised.value.field == "models[0]"
+        assert "input_cost_per_token" in str(raised.value) and "output_cost_per_token" in str(raised.value)
+
+    def test_a_cache_read_dearer_than_input_is_rejected(self, tmp_path):
+        """Inconsistent rates (a cache read above the input rate) name the key."""
+        path = write(tmp_path, {"models": [{**MODEL, "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
+                                            "cache_read_input_token_cost": 5e-06}]})
+        with pytest.raises(ConfigurationError) as raised:
             load_config(path)
-        assert_names_everything(raised.value, path, "models[0]", entry, "input_cost_per_token")
+        assert raised.value.field == "models[0].cache_read_input_token_cost"
 
     @pytest.mark.parametrize("text, problem", [
         pytest.param('{"user_limit": 5,}', "trailing", id="trailing-comma"),

@@ -1,8 +1,12 @@
 """Turn what DSPy recorded for one LM call into token counts we can trust.
 
-Conventions (OpenAI's, which DSPy normalises every provider to): cached prompt tokens are *inside*
-``prompt_tokens``; reasoning tokens are *inside* ``completion_tokens``. Missing usage is "unreported" (``None``
-counts), never a silent zero.
+Conventions (OpenAI's, which DSPy normalises every provider to): cached, cache-write, audio and image prompt tokens
+are *inside* ``prompt_tokens``; reasoning and audio output tokens are *inside* ``completion_tokens``. Missing usage
+is "unreported" (``None`` counts), never a silent zero.
+
+An OpenAI-compatible gateway may add Anthropic's top-level ``cache_read_input_tokens`` /
+``cache_creation_input_tokens`` to a ``prompt_tokens`` that excludes them (Anthropic's own convention): when the
+cache counts exceed the prompt they cannot be inside it, so they are added to it rather than cut down to it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,19 @@ class TokenCounts:
     reasoning: int | None = None
     reported: bool = False
     problem: str | None = None  # why some reported numbers were not usable
+    cache_write: int | None = None  # prompt tokens written to the provider's cache (all lifetimes)
+    cache_write_1h: int | None = None  # of which with the 1-hour lifetime (the rest: 5 minutes)
+    audio_input: int | None = None
+    audio_output: int | None = None
+    image_input: int | None = None
+    service_tier: str | None = None  # the tier the provider says it served ("priority", "flex", "default"...)
+
+    @property
+    def audio(self) -> int | None:
+        """Audio tokens in and out (the ``audio_tokens`` column)."""
+        if self.audio_input is None and self.audio_output is None:
+            return None
+        return (self.audio_input or 0) + (self.audio_output or 0)
 
     @classmethod
     def zero(cls) -> "TokenCounts":
@@ -89,9 +106,31 @@ def chat_names(usage: Mapping) -> Mapping:
     return {RESPONSES_NAMES.get(key, key): value for key, value in usage.items()}
 
 
-def normalize_usage(usage: Any) -> TokenCounts:
+def _first_count(*values: Any) -> int | None:
+    return next((count for count in map(_count, values) if count), None)
+
+
+def _prompt_parts(usage: Mapping, prompt: int) -> tuple[int, dict[str, int]]:
+    """(prompt tokens, the parts of them: cached, cache_write, cache_write_1h, audio_input, image_input)."""
+    section = "prompt_tokens_details"
+    cached = _first_count(_detail(usage, section, "cached_tokens"), usage.get("cache_read_input_tokens"))
+    written = _first_count(_detail(usage, section, "cache_creation_tokens"),
+                           _detail(usage, section, "cache_write_tokens"), usage.get("cache_creation_input_tokens"))
+    lifetimes = _detail(usage, section, "cache_creation_token_details") or usage.get("cache_creation")
+    hour = _first_count(lifetimes.get("ephemeral_1h_input_tokens") if isinstance(lifetimes, Mapping)
+                        else getattr(lifetimes, "ephemeral_1h_input_tokens", None))
+    top_level = any(_count(usage.get(k)) for k in ("cache_read_input_tokens", "cache_creation_input_tokens"))
+    if top_level and (cached or 0) + (written or 0) > prompt:
+        prompt += (cached or 0) + (written or 0)  # Anthropic's convention: input_tokens excludes the cache
+    parts = {"cached": cached or 0, "cache_write": written or 0, "cache_write_1h": min(hour or 0, written or 0),
+             "audio_input": _count(_detail(usage, section, "audio_tokens")) or 0,
+             "image_input": _count(_detail(usage, section, "image_tokens")) or 0}
+    return prompt, parts
+
+
+def normalize_usage(usage: Any, service_tier: str | None = None) -> TokenCounts:
     """Counts from an OpenAI-style usage mapping (chat-completions or Responses API names), tolerant of missing,
-    partial and malformed fields."""
+    partial and malformed fields. ``service_tier`` is the response's, carried along for pricing."""
     if not isinstance(usage, Mapping):  # never truth-test an unknown object: that may raise
         return TokenCounts(problem=None if usage is None else f"usage is a {type(usage).__name__}, not a mapping")
     usage = chat_names(usage)
@@ -109,17 +148,34 @@ def normalize_usage(usage: Any) -> TokenCounts:
     if prompt is None and completion is None:
         # Only a total: keep it, the split is unknown.
         return TokenCounts(total=total, reported=True, problem="only total_tokens was reported")
+    if prompt is not None:
+        grown, parts = _prompt_parts(usage, prompt)
+        if total is not None and grown != prompt and total == prompt + (completion or 0):
+            total = grown + (completion or 0)
+        prompt = grown
+    else:
+        parts = dict.fromkeys(("cached", "cache_write", "cache_write_1h", "audio_input", "image_input"), 0)
     total = _consistent_total(prompt, completion, total, problems)
-    cached = _count(_detail(usage, "prompt_tokens_details", "cached_tokens"))
-    reasoning = _count(_detail(usage, "completion_tokens_details", "reasoning_tokens"))
-    if cached is not None and prompt is not None and cached > prompt:
-        problems.append("cached_tokens > prompt_tokens")
-        cached = prompt
-    if reasoning is not None and completion is not None and reasoning > completion:
-        problems.append("reasoning_tokens > completion_tokens")
-        reasoning = completion
-    return TokenCounts(prompt, completion, total, cached or 0, reasoning or 0, reported=True,
-                       problem="; ".join(problems) or None)
+    if prompt is not None and sum(parts[k] for k in ("cached", "cache_write", "audio_input", "image_input")) > prompt:
+        problems.append("cached_tokens > prompt_tokens" if parts["cached"] > prompt
+                        else "cached, cache-write, audio and image tokens exceed prompt_tokens")
+        room = prompt
+        for key in ("cached", "cache_write", "audio_input", "image_input"):
+            parts[key] = min(parts[key], room)
+            room -= parts[key]
+        parts["cache_write_1h"] = min(parts["cache_write_1h"], parts["cache_write"])
+    reasoning = _count(_detail(usage, "completion_tokens_details", "reasoning_tokens")) or 0
+    audio_out = _count(_detail(usage, "completion_tokens_details", "audio_tokens")) or 0
+    if completion is not None and reasoning + audio_out > completion:
+        problems.append("reasoning_tokens > completion_tokens" if reasoning > completion
+                        else "reasoning and audio tokens exceed completion_tokens")
+        reasoning = min(reasoning, completion)
+        audio_out = min(audio_out, completion - reasoning)
+    tier = service_tier if isinstance(service_tier, str) and service_tier else None
+    return TokenCounts(prompt, completion, total, parts["cached"], reasoning, reported=True,
+                       problem="; ".join(problems) or None, cache_write=parts["cache_write"],
+                       cache_write_1h=parts["cache_write_1h"], audio_input=parts["audio_input"],
+                       audio_output=audio_out, image_input=parts["image_input"], service_tier=tier)
 
 
 def is_cache_hit(entry: Mapping) -> bool:

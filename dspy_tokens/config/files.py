@@ -64,10 +64,12 @@ def _alerts(raw) -> AlertSettings | None:
 def _model_entry(source: str, raw: schema.ModelSchema, document: dict, index: int) -> ModelEntry:
     rates = {attr: getattr(raw, key) for key, attr in PRICE_KEYS.items()}
     price = ModelPrice(**rates) if any(v is not None for v in rates.values()) else None
-    if price is not None and (price.cache_read is not None or price.reasoning is not None) and not price.is_complete:
-        raise ConfigurationError(source, f"models[{index}]", document,
-                                 "gives cache or reasoning rates without both input_cost_per_token and "
-                                 "output_cost_per_token; add them")
+    # Whether a partial entry is complete with the price map's rates is checked by the PriceBook (the map's room).
+    if price is not None and price.input is not None and price.cache_read is not None and \
+            price.cache_read > price.input:
+        raise ConfigurationError(source, f"models[{index}].cache_read_input_token_cost", document,
+                                 f"is more than input_cost_per_token ({price.input}): a cache read is never dearer "
+                                 "than reading the prompt; check the two rates")
     limits = {key: getattr(raw, key) for key in FLAT_LIMIT_KEYS if key in document}
     return ModelEntry(label=raw.label or raw.name, name=raw.name, provider=raw.provider, price=price,
                       max_tokens=raw.max_tokens, limits=limits)

@@ -11,6 +11,12 @@ PRICE_KEYS = {
     "output_cost_per_token": "output",
     "cache_read_input_token_cost": "cache_read",
     "output_cost_per_reasoning_token": "reasoning",
+    "cache_creation_input_token_cost": "cache_write",
+    "cache_creation_input_token_cost_above_1hr": "cache_write_1h",
+    "input_cost_per_audio_token": "audio_input",
+    "output_cost_per_audio_token": "audio_output",
+    "input_cost_per_image_token": "image_input",
+    "input_cost_per_request": "per_request",
 }
 TOKEN_LIMIT_KEYS = ("user_limit", "guild_limit", "global_limit", "daily_token_limit")
 COST_LIMIT_KEYS = ("user_cost_limit", "guild_cost_limit", "global_cost_limit", "daily_cost_limit", "monthly_cost_limit")
@@ -22,16 +28,27 @@ RULE_ENFORCEMENT = ("enforce", "warn")
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """USD per token. ``None`` for a rate the entry does not give (the next price source is used instead)."""
+    """USD per token (``per_request``: per call), under the price map's key names (:data:`PRICE_KEYS`). ``None``
+    for a rate the entry does not give: the price map's rate for that key is used, when the map knows the model."""
 
     input: Decimal | None = None
     output: Decimal | None = None
     cache_read: Decimal | None = None
     reasoning: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    audio_input: Decimal | None = None
+    audio_output: Decimal | None = None
+    image_input: Decimal | None = None
+    per_request: Decimal | None = None
 
     @property
     def is_complete(self) -> bool:
         return self.input is not None and self.output is not None
+
+    def as_map_keys(self) -> dict[str, Decimal]:
+        """The rates this entry names, keyed as in the price map (what it overrides there)."""
+        return {key: getattr(self, attr) for key, attr in PRICE_KEYS.items() if getattr(self, attr) is not None}
 
 
 @dataclass(frozen=True)

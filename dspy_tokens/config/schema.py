@@ -133,6 +133,12 @@ class ModelSchema(_FlatLimits):
     output_cost_per_token: Price = None
     cache_read_input_token_cost: Price = None
     output_cost_per_reasoning_token: Price = None
+    cache_creation_input_token_cost: Price = None
+    cache_creation_input_token_cost_above_1hr: Price = None
+    input_cost_per_audio_token: Price = None
+    output_cost_per_audio_token: Price = None
+    input_cost_per_image_token: Price = None
+    input_cost_per_request: Price = None
 
 
 class ConfigSchema(_FlatLimits):

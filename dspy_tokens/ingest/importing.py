@@ -30,9 +30,10 @@ IMPORT_FORMATS = ("jsonl", "csv", "gepeto-sqlite")
 #: ``progress(rows_read, total)``; ``total`` is ``None`` when it is not known in advance (CSV).
 Progress = Callable[[int, "int | None"], None]
 _INTS = ("call_index", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
-         "latency_ms")
+         "latency_ms", "cache_write_tokens", "audio_tokens")
+#: Columns added after the first release: an older export without them imports with NULLs.
 _IDS = ("user_id", "guild_id", "channel_id")
-_OPTIONAL_TEXT = ("feature", "module", "response_model", "error")
+_OPTIONAL_TEXT = ("feature", "module", "response_model", "error", "service_tier", "price_version")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,17 @@ def response_model_of(entry: dict) -> str | None:
     return str(model) if model else None
 
 
+def service_tier_of(entry: dict) -> str | None:
+    """The tier the provider says it served: ``response.service_tier`` (LiteLLM engine) or the raw answer's
+    ``service_tier`` (DSPy's native engine keeps it in ``provider_data``)."""
+    response = entry.get("response")
+    tier = response.get("service_tier") if isinstance(response, dict) else getattr(response, "service_tier", None)
+    if tier is None and not isinstance(response, (dict, tuple, list)):
+        raw = getattr(response, "provider_data", None)
+        tier = raw.get("service_tier") if isinstance(raw, dict) else None
+    return str(tier) if isinstance(tier, str) and tier else None
+
+
 class RowBuilder:
     """Prices and normalises observed calls into rows; ``configure`` swaps the prices (``reload_config``)."""
 
@@ -90,7 +101,8 @@ class RowBuilder:
         else:
             response_model = response_model_of(entry)
             cache_hit = is_cache_hit(entry)
-            counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"))
+            counts = TokenCounts.zero() if cache_hit else normalize_usage(entry.get("usage"),
+                                                                             service_tier_of(entry))
             if counts.problem:
                 self._report(call, counts.problem)
             if not counts.reported and self.estimate_usage and call.error is None:
@@ -100,13 +112,14 @@ class RowBuilder:
         if counts.reported:
             try:
                 cost = self.prices.cost(counts, call.model, response_model, cache_hit=cache_hit)
-                cost_usd, cost_source = cost.usd, (PREFIX + cost.source)[:20] if estimated else cost.source
+                cost_usd, cost_source, price_version = (cost.usd, (PREFIX + cost.source)[:20] if estimated
+                                                        else cost.source, cost.price_version)
             except Exception:  # a pricing bug must not lose the call: keep its tokens, the cost is unknown
                 log.exception("dspy-tokens: could not price call %s (model %r); its cost is stored as unknown",
                               call.call_uuid, call.model)
-                cost_usd, cost_source = None, SOURCE_UNKNOWN
+                cost_usd, cost_source, price_version = None, SOURCE_UNKNOWN, None
         else:
-            cost_usd, cost_source = None, SOURCE_NO_USAGE
+            cost_usd, cost_source, price_version = None, SOURCE_NO_USAGE, None
         who = call.attribution
         row = UsageRow(
             call_uuid=call.call_uuid, session_id=call.session_id, call_index=call.call_index,
@@ -117,7 +130,10 @@ class RowBuilder:
             cost_source=cost_source, cache_hit=cache_hit, usage_reported=counts.reported and not estimated,
             error=call.error,
             latency_ms=call.latency_ms, created_at=call.created_at, request_type=call.request_type,
-            metadata=who.metadata, usage_estimated=estimated)
+            metadata=who.metadata, usage_estimated=estimated,
+            cache_write_tokens=counts.cache_write if counts.reported else None,
+            audio_tokens=counts.audio if counts.reported else None, service_tier=counts.service_tier,
+            price_version=price_version)
         row = storable(row)
         if self.log_calls:
             log_row(row)

@@ -105,6 +105,18 @@ def _request_types(db, models) -> None:
                        "FROM token_usage_rollups WHERE scope = 'global'")
 
 
+#: Migration 7's columns of token_usage: what was priced (cache writes, audio, the tier served, which prices).
+PRICED_COLUMNS = {"cache_write_tokens": "BIGINT NULL", "audio_tokens": "BIGINT NULL",
+                  "service_tier": "VARCHAR(32) NULL", "price_version": "VARCHAR(64) NULL"}
+
+
+def _priced_dimensions(db, models) -> None:
+    present = {c.name for c in db.get_columns("token_usage")}
+    for column, kind in PRICED_COLUMNS.items():
+        if column not in present:
+            db.execute_sql(f"ALTER TABLE token_usage ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
@@ -113,6 +125,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "budgets: overrides, audit, alerts, channel/feature scopes, reservation top-ups", _budgets),
     Migration(6, "text keys compare exactly (binary collation on MySQL/MariaDB); split merged aggregates",
               _exact_text_keys),
+    Migration(7, "pricing: cache-write and audio tokens, service tier, price version per call", _priced_dimensions),
     Migration(8, "calls: request type, metadata, estimated usage", _request_types),
     Migration(9, "limits: refusals counted by rule scope, metric, model and feature", _refusals),
 )

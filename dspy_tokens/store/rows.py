@@ -37,6 +37,10 @@ class UsageRow(NamedTuple):
     request_type: str = "chat"  # chat, completion, responses, decision (TypeSafe), embedding
     metadata: str | None = None  # usage_context(metadata=...) as compact JSON text, keys sorted
     usage_estimated: bool = False  # the provider reported no usage: the tokens are our tokenizer's count
+    cache_write_tokens: int | None = None  # inside prompt_tokens
+    audio_tokens: int | None = None  # audio in + out, inside prompt and completion tokens
+    service_tier: str | None = None  # as the provider reported it ("priority", "flex", "default")
+    price_version: str | None = None  # which prices priced it: litellm-<version>:<map hash>[+models.json:<hash>]
 
 
 ROW_COLUMNS: tuple[str, ...] = UsageRow._fields

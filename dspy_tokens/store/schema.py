@@ -87,6 +87,10 @@ class TokenUsage(pw.Model):
     request_type = pw.CharField(max_length=20, default="chat")
     metadata = pw.TextField(null=True)  # JSON text (compact, keys sorted); read with each dialect's JSON functions
     usage_estimated = pw.BooleanField(default=False)
+    cache_write_tokens = pw.BigIntegerField(null=True)  # inside prompt_tokens
+    audio_tokens = pw.BigIntegerField(null=True)  # audio in and out, inside prompt and completion tokens
+    service_tier = pw.CharField(max_length=32, null=True)
+    price_version = pw.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "token_usage"

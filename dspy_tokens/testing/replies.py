@@ -132,13 +132,14 @@ def split_content(content: str, parts: int = 3) -> list[str]:
     return [content[i:i + size] for i in range(0, len(content), size)]
 
 
-def completion_body(index: int, contents: list[str], model: str, usage: dict | None) -> dict:
+def completion_body(index: int, contents: list[str], model: str, usage: dict | None,
+                    service_tier: str = "default") -> dict:
     body = {
         "id": f"chatcmpl-fake{index:06d}", "object": "chat.completion", "created": int(time.time()),
         "model": model,
         "choices": [{"index": i, "message": {"role": "assistant", "content": c, "refusal": None, "annotations": []},
                      "logprobs": None, "finish_reason": "stop"} for i, c in enumerate(contents)],
-        "service_tier": "default", "system_fingerprint": "fp_fake",
+        "service_tier": service_tier, "system_fingerprint": "fp_fake",
     }
     if usage is not None:
         body["usage"] = usage

@@ -67,6 +67,7 @@ class Reply:
     model: str | None = None
     delay: float | None = None
     ignore_include_usage: bool = False
+    service_tier: str | None = None  # the chat answer's "service_tier" (default "default")
 
     def __post_init__(self):
         if isinstance(self.usage, str) and self.usage not in USAGE_MODES:
@@ -344,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(log, contents, model, usage if include else None, include, reply.headers)
             else:
                 log.usage, log.status = usage, 200
-                self._send_json(200, completion_body(log.index, contents, model, usage), reply.headers, log)
+                self._send_json(200, completion_body(log.index, contents, model, usage, reply.service_tier or "default"), reply.headers, log)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:

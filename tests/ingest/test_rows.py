@@ -58,7 +58,7 @@ def test_a_call_without_an_entry_is_unreported_never_zero():
 def test_a_pricing_failure_keeps_the_row_and_the_program_result(sqlite_tracker, server, monkeypatch, caplog):
     """A pricing bug on one call: the program's result is unchanged, that row is stored with an unknown cost, and
     the other rows are written normally."""
-    import dspy_tokens.pricing as pricing
+    import dspy_tokens.pricing.book as pricing
 
     real = pricing.compute_cost
     priced = []

@@ -53,3 +53,30 @@ def test_migration_8_adds_request_types_metadata_and_estimates_to_a_database_wit
     exported = {r["call_uuid"]: r for r in fresh.records.session(rows[0]["session_id"])}
     assert {r["request_type"] for r in exported.values()} == {"chat"}
     assert not any(r["usage_estimated"] or r["metadata"] for r in exported.values())
+
+
+def test_migration_7_adds_the_priced_dimensions_to_a_table_without_them(database_url):
+    """A token_usage table from before migration 7 gets cache_write_tokens, audio_tokens, service_tier and
+    price_version (NULL for old rows), keeps its rows, and stores the new columns of new rows."""
+    rows = random_rows(5, seed=7)
+    live = insert(database_url, rows)
+    db = live.db
+    columns = ("cache_write_tokens", "audio_tokens", "service_tier", "price_version")
+    with db.connection_context():
+        if live.dialect == "sqlite":  # SQLite before 3.35 has no DROP COLUMN; rebuild the table without them
+            kept = [c.name for c in db.get_columns("token_usage") if c.name not in columns]
+            db.execute_sql(f"CREATE TABLE usage_old AS SELECT {', '.join(kept)} FROM token_usage")
+            db.execute_sql("DROP TABLE token_usage")
+            db.execute_sql("ALTER TABLE usage_old RENAME TO token_usage")
+        else:
+            for column in columns:
+                db.execute_sql(f"ALTER TABLE token_usage DROP COLUMN {column}")
+        db.execute_sql("DELETE FROM dspy_tokens_migrations WHERE version = 7")
+        assert not set(columns) & {c.name for c in db.get_columns("token_usage")}
+    fresh = Store(database_url)
+    assert [m.version for m in fresh.migrate()] == [7]
+    with fresh.db.connection_context():
+        present = {c.name for c in fresh.db.get_columns("token_usage")}
+        assert set(columns) <= present
+        stored = fresh.db.execute_sql("SELECT COUNT(*), COUNT(price_version) FROM token_usage").fetchone()
+    assert tuple(stored) == (5, 0)

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 INT_COLUMNS = {"id", "call_index", "user_id", "guild_id", "channel_id", "prompt_tokens", "completion_tokens",
-               "total_tokens", "cached_tokens", "reasoning_tokens", "latency_ms"}
+               "total_tokens", "cached_tokens", "reasoning_tokens", "latency_ms", "cache_write_tokens", "audio_tokens"}
 
 
 def read_csv_export(text: str | io.TextIOBase) -> list[dict]:

@@ -34,6 +34,8 @@ def usage_row(created_at: datetime, *, prompt: int | None = 0, completion: int |
         "cost_source": "price_map" if cost is not None else "unknown", "cache_hit": False, "usage_reported": True,
         "error": None, "latency_ms": 100 + n, "created_at": created_at, "request_type": "chat", "metadata": None,
         "usage_estimated": False,
+        "cache_write_tokens": None if prompt is None else 0, "audio_tokens": None if prompt is None else 0,
+        "service_tier": None, "price_version": None,
     }
     row.update(overrides)
     assert set(row) == set(ROW_COLUMNS)
@@ -59,7 +61,8 @@ def seed_row(**values) -> dict:
                prompt_tokens=100, completion_tokens=20, total_tokens=None, cached_tokens=0, reasoning_tokens=0,
                cost_usd=Decimal("0.000027"), cost_source="price_map", cache_hit=False, usage_reported=True,
                error=None, latency_ms=10, created_at=datetime.now(timezone.utc), request_type="chat", metadata=None,
-               usage_estimated=False)
+               usage_estimated=False, cache_write_tokens=None, audio_tokens=None, service_tier=None,
+               price_version=None)
     unknown = set(values) - set(row)
     if unknown:
         raise TypeError(f"seed_row: unknown columns {sorted(unknown)}")
