@@ -211,7 +211,7 @@ class Limiter:
         return replace(decision, fallback_model=model, message=note)
 
     def top_up(self, request: Request, reservation_id: str, call_id: str, model: str | None, total: int, extra: int,
-               calls: int, strict: bool) -> LimitDecision:
+               calls: int, strict: bool, tentative: bool = False) -> LimitDecision:
         """Before an LM call of a guarded run: may the run hold ``total`` tokens (``extra`` more than now)? The
         hold is raised (and ``call_id`` tied to the reservation) unless a strict run is refused."""
         request = request.on(self.model_key(model) or request.model)
@@ -236,7 +236,7 @@ class Limiter:
                 if decision.allowed or not strict:
                     self.windows.top_up(reservation_id, call_id, total, cost, calls,
                                         self.config.reservation_ttl_seconds)
-            if strict and not decision.allowed:
+            if strict and not decision.allowed and not tentative:
                 self._count_refusal(request, decision)
             return decision
         except StorageUnavailable as exc:

@@ -90,7 +90,7 @@ class GuardedRun:
 
     def _raise(self, call_id: str, model: str | None, total: int, calls: int, need: int, held: int) -> LimitDecision:
         """Hold room for one more call like this one if it fits; else exactly this call (refused only if strict)."""
-        decision = self._ask(call_id, model, total + need, calls + 1, held, strict=True)
+        decision = self._ask(call_id, model, total + need, calls + 1, held, strict=True, tentative=True)
         if decision.allowed:
             self._holds(total + need, calls + 1)
             return decision
@@ -100,9 +100,11 @@ class GuardedRun:
         return decision
 
     def _ask(self, call_id: str, model: str | None, total: int, calls: int, held: int,
-             strict: bool) -> LimitDecision:
+             strict: bool, tentative: bool = False) -> LimitDecision:
+        # tentative: asking for room beyond this call, so a "no" stops nothing (and is no refusal to count)
         self.top_ups += 1
-        return self._top_up(self.reservation_id, call_id, model, total, max(total - held, 0), calls, strict)
+        return self._top_up(self.reservation_id, call_id, model, total, max(total - held, 0), calls, strict,
+                            tentative)
 
     def _holds(self, total: int, calls: int) -> None:
         with self._lock:
