@@ -107,3 +107,29 @@ class TestLimitsFromTheShell:
         result = run("limits", *args, "-d", used)
         assert result.exit_code != 0 and message in result.output, result.output
         assert json.loads(run("limits", "history", "--json", "-d", used).stdout)["changes"] == []
+
+
+def test_a_change_made_by_another_process_holds_at_the_next_check(used):
+    """Two processes: ``dspy-tokens limits set`` run as its own process refuses the user in this process's open
+    tracker at its next check, and ``limits clear`` from a third process lifts it."""
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "dspy_tokens", "limits", *map(str, args), "-d", used],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+        assert done.returncode == 0, done.stderr
+
+    bot = checker(used)
+    try:
+        assert bot.check(USER, estimate=100).allowed
+        cli("set", "user", USER, "--tokens", 1_050, "--by", "ops")
+        refused = bot.check(USER, estimate=100)
+        assert not refused.allowed and refused.limit == 1_050
+        cli("clear", "user", USER)
+        assert bot.check(USER, estimate=100).allowed
+        assert [c.changed_by for c in bot.limit_changes("user", USER)][1] == "ops"
+    finally:
+        bot.close()
