@@ -23,7 +23,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
 
-from dspy_tokens import Config, TokenTracker, usage_context  # noqa: E402
+from dspy_tokens import TokenTracker, usage_context  # noqa: E402
 from dspy_tokens.config import parse_config  # noqa: E402
 from dspy_tokens.testing import FakeLLMServer  # noqa: E402
 

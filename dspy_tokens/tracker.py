@@ -15,7 +15,6 @@ import signal
 import threading
 import weakref
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dspy_tokens import TokenTracker
 from .embeds import CHART_FILENAME, GENERIC_ERROR, PERIOD_LABELS, report_embed, stats_embed, usage_embed
 from .permissions import has_super_role, is_owner, others_usage_scope, require_admin, role_ids_of
+from .replies import say
 
 log = logging.getLogger("dspy_tokens_discord")
 
@@ -327,13 +328,7 @@ class TokenUsageCog(commands.Cog, name="TokenUsage"):
             log.error("unexpected error in /%s (user %s, guild %s)", command, interaction.user.id,
                       interaction.guild_id, exc_info=original)
             text = GENERIC_ERROR
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("could not send the error message for an interaction", exc_info=True)
+        await say(interaction, text)  # ephemeral (a followup once answered); a failure to send is logged
 
 
 def _render_chart(days: Sequence[Any]) -> io.BytesIO | None:

@@ -34,6 +34,7 @@ from .config import DiscordSettings
 from .embeds import GENERIC_ERROR
 from .limits_embeds import HISTORY_ROWS, change_embed, history_embed, limits_embed, override_lines
 from .permissions import is_owner, require_admin, role_ids_of
+from .replies import say
 
 if TYPE_CHECKING:
     from dspy_tokens import TokenTracker
@@ -214,10 +215,4 @@ class TokenLimitsCog(commands.GroupCog, name="TokenLimits", group_name="token-li
             log.error("unexpected error in /%s (user %s, guild %s)", command, interaction.user.id,
                       interaction.guild_id, exc_info=original)
             text = GENERIC_ERROR
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("could not send the error message for an interaction", exc_info=True)
+        await say(interaction, text)  # ephemeral (a followup once answered); a failure to send is logged
