@@ -5,6 +5,7 @@ touches the files of a running process."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -78,7 +79,10 @@ def test_discard_never_touches_a_running_processs_journal(make_tracker, server, 
     spill = tmp_path / "spill"
     down = make_tracker(CLOSED_PORT_URL, spill_dir=spill)
     ask(down, server, 2)
-    [journal] = spill.glob("journal-*.jsonl")
+    deadline = time.monotonic() + 30  # the intake thread journals the calls after they return
+    while not (journals := list(spill.glob("journal-*.jsonl"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [journal] = journals
     status = run("status", "-d", database_url, "--spill-dir", str(spill))
     assert "held by a running process" in status.output
     result = run("discard", "--waiting", "--yes", "-d", database_url, "--spill-dir", str(spill))

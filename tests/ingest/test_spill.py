@@ -251,6 +251,7 @@ class TestJournals:
             try:
                 read_event(child, "started", timeout=120)
                 assert wait_until(lambda: read_event(child, "progress")["calls"] >= 20, timeout=60)
+                assert wait_until(lambda: list(spill.glob("journal-*.jsonl")), timeout=30)  # journaled after return
                 [journal] = spill.glob("journal-*.jsonl")
                 other = make_tracker(database_url, spill_dir=spill)
                 assert other.flush(timeout=30)
