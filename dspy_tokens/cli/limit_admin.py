@@ -4,6 +4,7 @@ made it. ``limits USER_ID`` (``limits check``) asks whether a request would be a
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 
 import click
@@ -48,11 +49,17 @@ def _who(by: str | None) -> str:
         return "cli"
 
 
+@contextlib.contextmanager
 def _tracker(database):
+    """A reader tracker on an existing dspy-tokens database, closed after the command."""
     from dspy_tokens import TokenTracker  # imports DSPy
 
     open_store(database).close()  # a database without our data is an error (run `dspy-tokens db migrate` first)
-    return TokenTracker.reader(database, config=None)
+    tracker = TokenTracker.reader(database, config=None)
+    try:
+        yield tracker
+    finally:
+        tracker.close()
 
 
 def _needs_id(scope: str, scope_id: str | None) -> None:
@@ -81,13 +88,10 @@ def _target(scope: str, scope_id: str | None) -> str:
 def set_(scope, scope_id, tokens, cost_usd, requests, window, by, database):
     """Set SCOPE's limits: each metric given replaces the configured rules of that scope and metric."""
     _needs_id(scope, scope_id)
-    tracker = _tracker(database)
-    try:
+    with _tracker(database) as tracker:
         tracker.set_limit(scope, scope_id, tokens=tokens, cost_usd=cost_usd, requests=requests, window=window,
                           by=_who(by))
         _echo_override(tracker, scope, scope_id)
-    finally:
-        tracker.close()
 
 
 @limits.command("clear")
@@ -99,12 +103,9 @@ def set_(scope, scope_id, tokens, cost_usd, requests, window, by, database):
 def clear(scope, scope_id, by, database):
     """Drop SCOPE's run-time limits: the configured rules apply again."""
     _needs_id(scope, scope_id)
-    tracker = _tracker(database)
-    try:
+    with _tracker(database) as tracker:
         tracker.clear_limit(scope, scope_id, by=_who(by))
         click.echo(f"{_target(scope, scope_id)}: run-time limits cleared; the configured rules apply")
-    finally:
-        tracker.close()
 
 
 @limits.command("reset")
@@ -116,12 +117,9 @@ def clear(scope, scope_id, by, database):
 def reset(scope, scope_id, by, database):
     """Usage before now stops counting toward SCOPE's limits (reports and history keep it)."""
     _needs_id(scope, scope_id)
-    tracker = _tracker(database)
-    try:
+    with _tracker(database) as tracker:
         tracker.reset_usage(scope, scope_id, by=_who(by))
         click.echo(f"{_target(scope, scope_id)}: usage before now no longer counts toward its limits")
-    finally:
-        tracker.close()
 
 
 @limits.command("bypass")
@@ -134,12 +132,9 @@ def reset(scope, scope_id, by, database):
 def bypass(scope, scope_id, on, by, database):
     """Let every request of SCOPE through (--off ends it)."""
     _needs_id(scope, scope_id)
-    tracker = _tracker(database)
-    try:
+    with _tracker(database) as tracker:
         tracker.set_bypass(scope, scope_id, on, by=_who(by))
         click.echo(f"{_target(scope, scope_id)}: bypass {'on' if on else 'off'}")
-    finally:
-        tracker.close()
 
 
 @limits.command("show")
@@ -151,11 +146,8 @@ def bypass(scope, scope_id, on, by, database):
 def show(scope, scope_id, as_json, database):
     """What is overridden for SCOPE now."""
     _needs_id(scope, scope_id)
-    tracker = _tracker(database)
-    try:
+    with _tracker(database) as tracker:
         _echo_override(tracker, scope, scope_id, as_json=as_json)
-    finally:
-        tracker.close()
 
 
 @limits.command("history")
@@ -167,11 +159,8 @@ def show(scope, scope_id, as_json, database):
 @one_line_errors
 def history(scope, scope_id, count, as_json, database):
     """Who changed which limits, when and to what (latest first); SCOPE [ID] narrows it."""
-    tracker = _tracker(database)
-    try:
+    with _tracker(database) as tracker:
         changes = tracker.limit_changes(scope, scope_id, limit=count)
-    finally:
-        tracker.close()
     if as_json:
         echo_json({"changes": [{"id": str(c.id), "changed_at": c.changed_at, "changed_by": c.changed_by,
                                 "action": c.action, "scope": c.scope, "scope_id": str(c.scope_id),
