@@ -153,6 +153,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from .common import Context, environment, render, server_versions, to_jsonable
     from .datagen import server_available
+    from .goals import assess, render_goals
 
     started = time.perf_counter()
     work_dir = Path(tempfile.mkdtemp(prefix="dspy-tokens-bench-"))
@@ -192,13 +193,15 @@ def main(argv=None) -> int:
     print(f"\nResults ({mode}, {seconds:.0f}s; ours/base < 1 is better for latency and overhead, > 1 for "
           f"throughput):\n")
     print(table)
+    verdicts = assess(figures)
+    print(f"\nGoals (issue 15; bounds in benchmarks/goals.py):\n\n{render_goals(verdicts)}")
     output = args.json or args.cache_dir / f"latest{'-quick' if args.quick else ''}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "mode": mode, "finished": datetime.now(timezone.utc).isoformat(), "seconds": round(seconds, 1),
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "environment": environment(), "servers": server_versions(ctx), "timings": timings, "errors": errors,
-        "figures": to_jsonable(figures), "table": table, "raw": extra,
+        "figures": to_jsonable(figures), "table": table, "goals": verdicts, "raw": extra,
     }
     output.write_text(json.dumps(document, indent=2, default=str))
     print(f"\nJSON: {output}")
