@@ -90,7 +90,13 @@ def generate(n: int, users: int, guilds: int, days: int, end: datetime, seed: in
                 cost, source = f"{pico // 10**12}.{pico % 10**12:012d}", "price_map"
         yield (f"bench-{i:030d}", f"s{i // 3}", i % 3, user, guild, None if guild is None else guild * 100 + i % 5,
                feature, "Predict", model, None, prompt, completion, total, cached, reasoning, cost, source, hit,
-               reported, error, 200 + i % 2000, created)
+               reported, error, 200 + i % 2000, created) + LATER_COLUMNS
+
+
+#: The row columns added after this generator was written, as a chat call without them would store them.
+LATER_DEFAULTS = {"request_type": "chat", "metadata": None, "usage_estimated": False, "cache_write_tokens": None,
+                  "audio_tokens": None, "service_tier": None, "price_version": None}
+LATER_COLUMNS = tuple(LATER_DEFAULTS[name] for name in ROW_COLUMNS[22:])  # KeyError: a new column needs a default
 
 
 class _CopyStream:
