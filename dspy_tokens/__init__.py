@@ -22,11 +22,13 @@ _EXPORTS = {
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
     "Totals": "reports.results", "CallRecord": "reports.results", "Reports": "reports.queries",
     "Health": "ingest.health", "WriterStats": "ingest.writer",
+    "RepriceGroup": "ingest.repricing", "RepriceResult": "ingest.repricing",
     "TokenTracker": "tracker",
 }
 __all__ = [
     "BudgetAlert", "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError",
-    "Group", "Health", "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "Reports",
+    "Group", "Health", "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "RepriceGroup",
+    "RepriceResult", "Reports",
     "StorageError", "Summary", "TokenLimitExceeded", "TokenTracker", "Totals", "WriterStats", "load_bypasses",
     "load_config", "parse_id", "propagate", "usage_context",
 ]
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .config import Bypasses, Config, ModelEntry, ModelPrice, load_bypasses, load_config
     from .errors import ConfigurationError, DspyTokensError, StorageError, TokenLimitExceeded
     from .ingest.health import Health
+    from .ingest.repricing import RepriceGroup, RepriceResult
     from .ingest.writer import WriterStats
     from .limits.overrides import LimitChange
     from .limits.alerts import BudgetAlert
