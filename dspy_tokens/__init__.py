@@ -28,9 +28,8 @@ _EXPORTS = {
 __all__ = [
     "BudgetAlert", "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError",
     "Group", "Health", "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "RepriceGroup",
-    "RepriceResult", "Reports",
-    "StorageError", "Summary", "TokenLimitExceeded", "TokenTracker", "Totals", "WriterStats", "load_bypasses",
-    "load_config", "parse_id", "propagate", "usage_context",
+    "RepriceResult", "Reports", "StorageError", "Summary", "TokenLimitExceeded", "TokenTracker", "Totals",
+    "WriterStats", "load_bypasses", "load_config", "parse_id", "propagate", "usage_context",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
@@ -41,9 +40,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .ingest.health import Health
     from .ingest.repricing import RepriceGroup, RepriceResult
     from .ingest.writer import WriterStats
-    from .limits.overrides import LimitChange
     from .limits.alerts import BudgetAlert
     from .limits.decision import LimitDecision
+    from .limits.overrides import LimitChange
     from .limits.refusals import RefusalCount
     from .reports.queries import Reports
     from .reports.results import CallRecord, CleanupResult, Group, Summary, Totals

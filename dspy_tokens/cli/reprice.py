@@ -9,8 +9,17 @@ import click
 
 from dspy_tokens.reports import decimal_text
 
-from .common import (UTCTime, config_option, database_option, echo_json, json_option, one_line_errors, open_store,
-                     progress_bar, when)
+from .common import (
+    UTCTime,
+    config_option,
+    database_option,
+    echo_json,
+    json_option,
+    one_line_errors,
+    open_store,
+    progress_bar,
+    when,
+)
 from .tables import render_table
 
 HEADERS = ("model", "rows", "changed", "unknown → priced", "unpriced", "ambiguous", "old cost", "new cost",

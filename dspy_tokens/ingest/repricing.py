@@ -10,7 +10,7 @@ Cache hits and calls without usage cost what they cost. Both are counted in the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
@@ -53,6 +53,25 @@ class RepriceResult:
     written: int  # rows written (0 on a dry run; else total.changed)
 
 
+@dataclass
+class _Tally:
+    rows: int = 0
+    changed: int = 0
+    newly_priced: int = 0
+    unpriced: int = 0
+    ambiguous: int = 0
+    old_cost_usd: Decimal = ZERO
+    new_cost_usd: Decimal = ZERO
+
+    def add(self, other: "_Tally") -> None:
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+    def group(self, model: str) -> RepriceGroup:
+        return RepriceGroup(model, self.rows, self.changed, self.newly_priced, self.unpriced, self.ambiguous,
+                            self.old_cost_usd, self.new_cost_usd, self.new_cost_usd - self.old_cost_usd)
+
+
 def _moment(value: datetime | date | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -88,13 +107,12 @@ class Repricer:
     def __init__(self, prices: PriceBook):
         self.prices = prices
         self.version = prices.price_version
-        self._groups: dict[str, dict] = {}
+        self._groups: dict[str, _Tally] = {}
 
-    def _group(self, model: str) -> dict:
+    def _group(self, model: str) -> _Tally:
         found = self._groups.get(model)
         if found is None:
-            found = self._groups[model] = dict(rows=0, changed=0, newly_priced=0, unpriced=0, ambiguous=0,
-                                               old_cost_usd=ZERO, new_cost_usd=ZERO)
+            found = self._groups[model] = _Tally()
         return found
 
     def _priced(self, row: UsageRow) -> tuple[Decimal | None, str, bool]:
@@ -120,39 +138,38 @@ class Repricer:
         out = []
         for row in rows:
             group = self._group(row.model)
-            group["rows"] += 1
+            group.rows += 1
             new = row
             if not row.cache_hit and row.cost_source != SOURCE_CACHE_HIT and (row.usage_reported
                                                                               or row.usage_estimated):
                 usd, source, ambiguous = self._priced(row)
                 if usd is None:
-                    group["unpriced"] += 1
+                    group.unpriced += 1
                 elif ambiguous:
-                    group["ambiguous"] += 1
+                    group.ambiguous += 1
                 else:
                     source = (PREFIX + source)[:20] if row.usage_estimated else source
                     usd = _as_stored(usd)
                     if (usd, source) != (row.cost_usd, row.cost_source):
                         new = row._replace(cost_usd=usd, cost_source=source, price_version=self.version)
             elif row.cost_usd is None and row.error is None:
-                group["unpriced"] += 1
+                group.unpriced += 1
             if new is not row:
-                group["changed"] += 1
-                group["newly_priced"] += row.cost_usd is None
-            group["old_cost_usd"] += row.cost_usd or ZERO
-            group["new_cost_usd"] += new.cost_usd or ZERO
+                group.changed += 1
+                group.newly_priced += row.cost_usd is None
+            group.old_cost_usd += row.cost_usd or ZERO
+            group.new_cost_usd += new.cost_usd or ZERO
             out.append(new)
         return out
 
     def result(self, since: datetime, until: datetime | None, model: str | None, dry_run: bool,
                written: int) -> RepriceResult:
-        groups = tuple(RepriceGroup(name, **values, difference_usd=values["new_cost_usd"] - values["old_cost_usd"])
-                       for name, values in sorted(self._groups.items()))
-        sums = {key: sum((getattr(g, key) for g in groups), start=ZERO if key.endswith("_usd") else 0)
-                for key in ("rows", "changed", "newly_priced", "unpriced", "ambiguous", "old_cost_usd",
-                            "new_cost_usd", "difference_usd")}
-        return RepriceResult(since, until, model, dry_run, self.version, groups, RepriceGroup("(all)", **sums),
-                             written)
+        total = _Tally()
+        for tally in self._groups.values():
+            total.add(tally)
+        return RepriceResult(since, until, model, dry_run, self.version,
+                             tuple(tally.group(name) for name, tally in sorted(self._groups.items())),
+                             total.group("(all)"), written)
 
 
 def reprice(store: Store, prices: PriceBook, since: datetime | date, until: datetime | date | None = None,

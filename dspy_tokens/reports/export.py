@@ -32,8 +32,8 @@ OTEL_ALIASES = {
     "session_id": "gen_ai.conversation.id",
 }
 # Strings in JSON: every text column, and 64-bit ids and money (a JSON number loses an id's digits past 2**53 in
-# most readers)
-_JSON_TEXT = {*TEXT_LIMITS, "created_at", "id", "user_id", "guild_id", "channel_id", "cost_usd"}  # metadata is JSON text already: written as the object it is
+# most readers). metadata is JSON text already: written as the object it is.
+_JSON_TEXT = {*TEXT_LIMITS, "created_at", "id", "user_id", "guild_id", "channel_id", "cost_usd"}
 
 
 def export(store: Store, fmt: str, out, *, filters: dict, since=None, until=None, anonymize: bool = False,
