@@ -72,6 +72,7 @@ class CostRewriter:
         """How many rows the range holds (a progress bar's end)."""
         where, params = self._where(since, until, model)
         try:
+            self.store.ensure_schema()
             self.db.connect(reuse_if_open=True)
             return int(self.db.execute_sql(f"SELECT COUNT(*) FROM token_usage WHERE {where}", params).fetchone()[0])
         except Exception as exc:

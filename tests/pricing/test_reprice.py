@@ -182,3 +182,25 @@ def test_a_row_whose_cost_depends_on_an_unstored_split_keeps_it(make_tracker, sq
         LONG_AGO)
     assert (result.total.ambiguous, result.total.changed) == (1, 0)
     assert stored_rows(tracker)[0]["cost_usd"] == stored["cost_usd"]
+
+
+def test_estimated_rows_keep_their_flag_and_cache_hits_and_calls_without_usage_are_left_alone(database_url):
+    """An estimated row is priced again with its source still saying it was estimated; a cache hit stays $0 and a
+    call without usage stays unknown (counted as unpriced)."""
+    now = datetime.now(timezone.utc)
+    insert(database_url, [
+        seed_row(created_at=now, usage_reported=False, usage_estimated=True, cost_source="estimated:price_map"),
+        seed_row(created_at=now, cache_hit=True, cost_usd=Decimal(0), cost_source="cache_hit"),
+        seed_row(created_at=now, prompt_tokens=None, completion_tokens=None, cached_tokens=None,
+                 reasoning_tokens=None, usage_reported=False, cost_usd=None, cost_source="no_usage")])
+    tracker = reader(database_url, NEW)
+    result = tracker.reprice(now - timedelta(hours=1))
+    assert (result.total.rows, result.total.changed, result.total.unpriced) == (3, 1, 1)
+    rows = {r["cost_source"].split(":")[0]: r for r in stored_rows(tracker)}
+    assert set(rows) == {"estimated", "cache_hit", "no_usage"}
+    assert rows["estimated"]["cost_source"].startswith("estimated:models.js")  # cost_source holds 20 characters
+    assert rows["estimated"]["cost_usd"] == 100 * NEW["input"] + 20 * NEW["output"]
+    assert rows["estimated"]["usage_estimated"] is True
+    assert (rows["cache_hit"]["cost_usd"], rows["no_usage"]["cost_usd"]) == (0, None)
+    assert aggregates(database_url) == rebuilt(database_url)
+    tracker.close()
