@@ -116,11 +116,12 @@ class CostRewriter:
 
     def _write(self, pairs: list[tuple[int, UsageRow, UsageRow]]) -> None:
         sqlite = self._kind == "sqlite"
-        values = [(*((str(new.cost_usd) if sqlite and new.cost_usd is not None else new.cost_usd),
-                     new.cost_source, new.price_version), row_id) for row_id, _, new in pairs]
         cursor = self.db.cursor()
         if self._kind == "postgresql":
-            executemany(self._kind, cursor, self._update, [(row_id, *rest) for *rest, row_id in values])
-        else:
-            cursor.executemany(self._update, values)
+            executemany(self._kind, cursor, self._update,
+                        [(row_id, new.cost_usd, new.cost_source, new.price_version) for row_id, _, new in pairs])
+        else:  # sqlite3 cannot bind Decimal
+            cursor.executemany(self._update, [(str(new.cost_usd) if sqlite and new.cost_usd is not None
+                                               else new.cost_usd, new.cost_source, new.price_version, row_id)
+                                              for row_id, _, new in pairs])
         self.store.add_aggregates(cursor, difference([old for _, old, _ in pairs], [new for _, _, new in pairs]))
