@@ -6,6 +6,10 @@ calls. What a row cannot tell is never guessed: when its cost would depend on a 
 tokens in against out, at different rates; 1-hour against 5-minute cache writes, at different rates) it keeps its
 cost, and so does a row that today's prices cannot price at all (a stored cost is never turned into "unknown").
 Cache hits and calls without usage cost what they cost. Both are counted in the result.
+
+A row whose ``price_version`` is today's was priced at these very prices, so it is left as it is: that keeps what
+rows do not store (image tokens) from changing a cost when no price did. Image tokens of rows priced at other
+prices are priced as text.
 """
 
 from __future__ import annotations
@@ -138,22 +142,8 @@ class Repricer:
         out = []
         for row in rows:
             group = self._group(row.model)
+            new = self._revised(row, group)
             group.rows += 1
-            new = row
-            if not row.cache_hit and row.cost_source != SOURCE_CACHE_HIT and (row.usage_reported
-                                                                              or row.usage_estimated):
-                usd, source, ambiguous = self._priced(row)
-                if usd is None:
-                    group.unpriced += 1
-                elif ambiguous:
-                    group.ambiguous += 1
-                else:
-                    source = (PREFIX + source)[:20] if row.usage_estimated else source
-                    usd = _as_stored(usd)
-                    if (usd, source) != (row.cost_usd, row.cost_source):
-                        new = row._replace(cost_usd=usd, cost_source=source, price_version=self.version)
-            elif row.cost_usd is None and row.error is None:
-                group.unpriced += 1
             if new is not row:
                 group.changed += 1
                 group.newly_priced += row.cost_usd is None
@@ -161,6 +151,26 @@ class Repricer:
             group.new_cost_usd += new.cost_usd or ZERO
             out.append(new)
         return out
+
+    def _revised(self, row: UsageRow, group: _Tally) -> UsageRow:
+        if row.cache_hit or row.cost_source == SOURCE_CACHE_HIT or not (row.usage_reported or row.usage_estimated):
+            group.unpriced += row.cost_usd is None and row.error is None
+            return row
+        if row.price_version == self.version:  # priced at these very prices (with what the row does not store)
+            group.unpriced += row.cost_usd is None
+            return row
+        usd, source, ambiguous = self._priced(row)
+        if usd is None:
+            group.unpriced += 1
+            return row
+        if ambiguous:
+            group.ambiguous += 1
+            return row
+        source = (PREFIX + source)[:20] if row.usage_estimated else source
+        usd = _as_stored(usd)
+        if (usd, source) == (row.cost_usd, row.cost_source):
+            return row
+        return row._replace(cost_usd=usd, cost_source=source, price_version=self.version)
 
     def result(self, since: datetime, until: datetime | None, model: str | None, dry_run: bool,
                written: int) -> RepriceResult:

@@ -204,3 +204,17 @@ def test_estimated_rows_keep_their_flag_and_cache_hits_and_calls_without_usage_a
     assert (rows["cache_hit"]["cost_usd"], rows["no_usage"]["cost_usd"]) == (0, None)
     assert aggregates(database_url) == rebuilt(database_url)
     tracker.close()
+
+
+def test_a_row_already_at_todays_prices_is_left_alone(recorded):
+    """A row whose price_version is today's keeps its cost even when its stored columns would give another (what
+    rows do not store, such as image tokens, priced it): no price changed, so no cost does."""
+    url, moments = recorded
+    tracker = reader(url, NEW)
+    version = tracker.reprice(LONG_AGO, dry_run=True).price_version
+    insert(url, [seed_row(created_at=moments[-1], cost_usd=Decimal("0.5"), price_version=version)])
+    result = tracker.reprice(LONG_AGO)
+    assert result.total.changed == 7
+    assert [r["cost_usd"] for r in stored_rows(tracker) if r["price_version"] == version and r["cost_usd"] > 0.1] \
+        == [Decimal("0.5")]
+    tracker.close()
