@@ -22,13 +22,14 @@ _EXPORTS = {
     "CleanupResult": "reports.results", "Group": "reports.results", "Summary": "reports.results",
     "Totals": "reports.results", "CallRecord": "reports.results", "Reports": "reports.queries",
     "Health": "ingest.health", "WriterStats": "ingest.writer",
+    "RepriceGroup": "ingest.repricing", "RepriceResult": "ingest.repricing",
     "TokenTracker": "tracker",
 }
 __all__ = [
     "BudgetAlert", "Bypasses", "CallRecord", "CleanupResult", "Config", "ConfigurationError", "DspyTokensError",
-    "Group", "Health", "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "Reports",
-    "StorageError", "Summary", "TokenLimitExceeded", "TokenTracker", "Totals", "WriterStats", "load_bypasses",
-    "load_config", "parse_id", "propagate", "usage_context",
+    "Group", "Health", "LimitChange", "LimitDecision", "ModelEntry", "ModelPrice", "RefusalCount", "RepriceGroup",
+    "RepriceResult", "Reports", "StorageError", "Summary", "TokenLimitExceeded", "TokenTracker", "Totals",
+    "WriterStats", "load_bypasses", "load_config", "parse_id", "propagate", "usage_context",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads each name on first use
@@ -37,10 +38,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .config import Bypasses, Config, ModelEntry, ModelPrice, load_bypasses, load_config
     from .errors import ConfigurationError, DspyTokensError, StorageError, TokenLimitExceeded
     from .ingest.health import Health
+    from .ingest.repricing import RepriceGroup, RepriceResult
     from .ingest.writer import WriterStats
-    from .limits.overrides import LimitChange
     from .limits.alerts import BudgetAlert
     from .limits.decision import LimitDecision
+    from .limits.overrides import LimitChange
     from .limits.refusals import RefusalCount
     from .reports.queries import Reports
     from .reports.results import CallRecord, CleanupResult, Group, Summary, Totals

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import weakref
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
@@ -23,6 +23,7 @@ from .capture import CallRecorder, ObservedCall, record_embeddings
 from .capture.context import bind_lm
 from .config import Bypasses, Config, load_bypasses, load_config
 from .ingest import Health, Journal, RowBuilder, UsageWriter, WriterStats, default_spill_dir
+from .ingest.repricing import RepriceResult, reprice
 from .limits import (Alerts, BudgetAlert, Guard, LimitChange, LimitDecision, Limiter, LimitOverride, Overrides,
                      RefusalCount, rolling_window_start)
 from .pricing import PriceBook
@@ -367,3 +368,14 @@ class TokenTracker(CallRecorder):
         the limits' window. See :func:`dspy_tokens.reports.retention.cleanup`."""
         return self.reports.cleanup(retention.retention_days(self.config, older_than_days), batch_size=batch_size,
                                     dry_run=dry_run, keep_counters_days=retention.keep_counters_days(self.config))
+
+    def reprice(self, since: datetime | date, until: datetime | date | None = None, model: str | None = None, *,
+                dry_run: bool = False, batch_size: int = 1000,
+                progress: Callable[[int, int], None] | None = None) -> RepriceResult:
+        """Price the rows created in ``[since, until)`` (UTC; of ``model``, if given) again from this tracker's
+        prices (after a models.json fix or a LiteLLM update) and write the changed costs with their counters and
+        rollups, ``batch_size`` rows per transaction; ``dry_run`` only says what would change. Rows whose cost
+        cannot be known today keep theirs (see :mod:`dspy_tokens.ingest.repricing`). Blocking; ``flush()`` first
+        to include queued calls. ``progress(rows_read, rows)`` after each batch."""
+        return reprice(self._store, self._prices, since, until, model, dry_run=dry_run, batch_size=batch_size,
+                       progress=progress)

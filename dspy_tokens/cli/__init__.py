@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import admin, config, data, demo, limit_admin, report, serve, spill, transfer
+from . import admin, config, data, demo, limit_admin, report, reprice, serve, spill, transfer
 from .common import EXIT_CODES_HELP
 
 
@@ -27,6 +27,7 @@ main.add_command(report.top)
 main.add_command(report.session)
 main.add_command(data.export)
 main.add_command(data.cleanup)
+main.add_command(reprice.reprice)
 main.add_command(transfer.copy)
 main.add_command(transfer.import_)
 main.add_command(admin.prices)

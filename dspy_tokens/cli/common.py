@@ -50,7 +50,7 @@ def one_line_errors(fn):
     return wrapper
 
 
-class _UTCTime(click.ParamType):
+class UTCTime(click.ParamType):
     """YYYY-MM-DD (00:00 UTC) or an ISO 8601 time (naive = UTC)."""
 
     name = "TIME"
@@ -74,8 +74,8 @@ def scope_options(default_period: str):
         click.option("--period", "-p", default=default_period, show_default=True,
                      help="today, week, month (UTC calendar periods, from 00:00 / Monday / the 1st), all, "
                           "or a rolling length such as 7d or 24h."),
-        click.option("--since", type=_UTCTime(), default=None, help="Start (UTC, inclusive); replaces --period."),
-        click.option("--until", type=_UTCTime(), default=None, help="End (UTC, exclusive)."),
+        click.option("--since", type=UTCTime(), default=None, help="Start (UTC, inclusive); replaces --period."),
+        click.option("--until", type=UTCTime(), default=None, help="End (UTC, exclusive)."),
         click.option("--user", "user_id", type=int, default=None, help="Only this user id."),
         click.option("--guild", "guild_id", type=int, default=None, help="Only this guild (server) id."),
         click.option("--feature", default=None, help="Only this feature."),

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Callable
 
-from ..store import EXPORT_COLUMNS, Store
+from ..store import EXPORT_COLUMNS, TEXT_LIMITS, Store
 from .pseudonyms import Pseudonyms
 
 EXPORT_FORMATS = ("csv", "json", "jsonl")
@@ -31,9 +31,9 @@ OTEL_ALIASES = {
     "response_model": "gen_ai.response.model",
     "session_id": "gen_ai.conversation.id",
 }
-# Strings in JSON: text, and 64-bit ids and money (a JSON number loses an id's digits past 2**53 in most readers)
-_JSON_TEXT = {"call_uuid", "session_id", "feature", "module", "model", "response_model", "cost_source", "error",
-              "created_at", "request_type", "id", "user_id", "guild_id", "channel_id", "cost_usd"}  # metadata is JSON text already: written as the object it is
+# Strings in JSON: every text column, and 64-bit ids and money (a JSON number loses an id's digits past 2**53 in
+# most readers). metadata is JSON text already: written as the object it is.
+_JSON_TEXT = {*TEXT_LIMITS, "created_at", "id", "user_id", "guild_id", "channel_id", "cost_usd"}
 
 
 def export(store: Store, fmt: str, out, *, filters: dict, since=None, until=None, anonymize: bool = False,

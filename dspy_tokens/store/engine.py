@@ -14,6 +14,7 @@ from . import aggregates, migrations, prune, rebuild
 from ._db import classify, dialect, open_database, redact, resolve_url, sqlite_path, storage_errors
 from ._sql import executemany, insert_sql, upsert_sql
 from .alerts import AlertLedger
+from .costs import CostRewriter
 from .overrides import OverrideTable
 from .prune import Pruner
 from .records import Records
@@ -86,6 +87,11 @@ class Store:
     def records(self) -> Records:
         """Per-call reads: sessions, recent calls, export pages."""
         return Records(self)
+
+    @functools.cached_property
+    def costs(self) -> CostRewriter:
+        """Stored costs rewritten in place (reprice)."""
+        return CostRewriter(self)
 
     @functools.cached_property
     def overrides(self) -> OverrideTable:
@@ -197,11 +203,7 @@ class Store:
                 if fresh:
                     cursor = self.db.cursor()
                     executemany(self.dialect, cursor, self._insert_sql, [self._db_row(r) for r in fresh])
-                    found = aggregates.deltas(fresh)
-                    for name, sql in self._upserts:
-                        # Sorted keys: concurrent writers take the aggregate rows' locks in the same order.
-                        table = getattr(found, name)
-                        executemany(self.dialect, cursor, sql, [(*k, *table[k]) for k in sorted(table)])
+                    self.add_aggregates(cursor, aggregates.deltas(fresh))
                     charged = self._charge_reservations(fresh)
                 if settled:
                     reservation, calls = self.models.Reservation, self.models.ReservationCall
@@ -213,6 +215,13 @@ class Store:
         except Exception as exc:
             self.reset_connection()
             raise classify(exc) from exc
+
+    def add_aggregates(self, cursor, found: aggregates.Deltas) -> None:
+        """Add ``found`` to every aggregate table, inside the caller's write transaction."""
+        for name, sql in self._upserts:
+            # Sorted keys: concurrent writers take the aggregate rows' locks in the same order.
+            table = getattr(found, name)
+            executemany(self.dialect, cursor, sql, [(*k, *table[k]) for k in sorted(table)])
 
     def note_reserved_call(self, call_uuid: str, reservation_id: str) -> None:
         """Tie a guarded call to its run's reservation (in memory: this process's writer commits its row)."""

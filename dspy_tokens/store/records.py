@@ -81,9 +81,13 @@ class Records:
             if not page:
                 return
             last_id = page[-1][0]
-            yield last_id, [UsageRow(*self._python(raw)[1:]) for raw in page]
+            yield last_id, [self.usage_row(raw) for raw in page]
             if len(page) < batch_size:
                 return
+
+    def usage_row(self, raw: Any) -> UsageRow:
+        """A raw ``SELECT`` of :data:`EXPORT_COLUMNS` as a :class:`UsageRow` (exact costs, UTC-aware times)."""
+        return UsageRow(*self._python(raw)[1:])
 
     def _record(self, raw: Any) -> dict[str, Any]:
         """A call as a report returns it: :meth:`_python`'s values, its metadata as a dict."""

@@ -38,7 +38,8 @@ def counters_of(url: str) -> list[tuple]:
 
 
 READS = [["report"], ["top"], ["session", "s-today"], ["export"], ["db", "status"], ["limits", "1"],
-         ["db", "rebuild-counters", "--check"], ["cleanup", "--older-than", "1", "--yes"]]
+         ["db", "rebuild-counters", "--check"], ["cleanup", "--older-than", "1", "--yes"],
+         ["reprice", "--since", "2026-01-01"]]
 
 
 class TestReadsCreateNothing:

@@ -157,3 +157,12 @@ class TestProgress:
                          color=True)
         assert cleaned.exit_code == 0, cleaned.output
         assert "deleting rows" in cleaned.stderr and "10/10" in ANSI.sub("", cleaned.stderr)
+
+    def test_reprice_shows_a_progress_bar_on_a_terminal_only(self, seeded):
+        """``reprice`` draws its bar (rows read of the range's rows) on a terminal's stderr, nothing when piped."""
+        shown = invoke("reprice", "--since", "2025-01-01", "--dry-run", "-d", seeded, env={"FORCE_COLOR": "1"},
+                       color=True)
+        assert shown.exit_code == 0, shown.output
+        assert "would reprice" in shown.stderr and "10/10" in ANSI.sub("", shown.stderr)
+        piped = invoke("reprice", "--since", "2025-01-01", "--dry-run", "-d", seeded)
+        assert piped.exit_code == 0 and "would reprice" not in piped.stderr
