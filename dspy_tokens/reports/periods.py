@@ -89,8 +89,10 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
                now: datetime | None = None) -> list[Span]:
     """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days.
 
-    With an open end and ``now``, months that start after ``now`` are not split off: ``today`` is then one open
-    span of day buckets rather than the rest of this month's days plus all future months."""
+    A month the range covers only in part is read whichever way is cheaper: its covered days, or the whole month
+    bucket *minus* its uncovered days (a span with ``sign`` -1). The 30 days up to the 3rd are then last month
+    minus its first three days plus this month: three day buckets instead of 27. Days after ``now`` hold no rows
+    and cost nothing, so ``today`` stays one day bucket and ``week`` may be its month minus the days to come."""
     first_day = None if since is None else day_of(since) + (0 if since == midnight_of_day(day_of(since)) else 1)
     end_day = None if until is None else day_of(until)
     if first_day is not None and end_day is not None and first_day >= end_day:
@@ -100,22 +102,45 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
         spans.append(Span(RAW, since, midnight_of_day(first_day)))
     if until is not None and end_day is not None and midnight_of_day(end_day) < until:
         spans.append(Span(RAW, midnight_of_day(end_day), until))
-    days: list[tuple] = [(first_day, end_day)]
-    if months:
-        first_month = None
-        if first_day is not None:
-            start = date_of_day(first_day)
-            first_month = month_of(start) + (0 if start.day == 1 else 1)
-        end_month = None if end_day is None else month_of(date_of_day(end_day))
-        future = end_month is None and now is not None and first_month is not None and first_month > month_of(now)
-        if not future and (first_month is None or end_month is None or first_month < end_month):
-            spans.append(Span(GRAIN_MONTH, first_month, end_month))
-            days = []
-            if first_month is not None:
-                days.append((first_day, day_of_month(first_month)))
-            if end_month is not None:
-                days.append((day_of_month(end_month), end_day))
-    for lo, hi in days:
-        if lo is None or hi is None or lo < hi:
-            spans.append(Span(GRAIN_DAY, lo, hi))
-    return spans
+    if not months:
+        return spans + [Span(GRAIN_DAY, first_day, end_day)]
+    return spans + _month_plan(first_day, end_day, None if now is None else day_of(now))
+
+
+def _month_plan(first_day: int | None, end_day: int | None, today: int | None) -> list[Span]:
+    """Whole days ``[first_day, end_day)`` (None: unbounded) as month buckets plus or minus day buckets."""
+
+    def cost(lo: int, hi: int) -> int:  # day buckets read; days after today hold nothing yet
+        return max(0, (hi if today is None else min(hi, today + 1)) - lo)
+
+    head = None if first_day is None else month_of(date_of_day(first_day))
+    tail = None if end_day is None else month_of(date_of_day(end_day - 1))  # the month of the last day
+    days: list[Span] = []
+    lo_month, hi_month = head, None if tail is None else tail + 1
+    if head is not None and head == tail:  # one month: its days, or the month minus the days around them
+        start, stop = day_of_month(head), day_of_month(head + 1)
+        assert first_day is not None and end_day is not None
+        if cost(start, first_day) + cost(end_day, stop) + 1 < cost(first_day, end_day):
+            return [Span(GRAIN_MONTH, head, head + 1)] + [
+                Span(GRAIN_DAY, lo, hi, -1) for lo, hi in ((start, first_day), (end_day, stop)) if lo < hi]
+        return [Span(GRAIN_DAY, first_day, end_day)]
+    if head is not None and first_day is not None and first_day != day_of_month(head):
+        start, stop = day_of_month(head), day_of_month(head + 1)
+        if cost(start, first_day) + 1 < cost(first_day, stop):
+            days.append(Span(GRAIN_DAY, start, first_day, -1))
+        else:
+            days.append(Span(GRAIN_DAY, first_day, stop))
+            lo_month = head + 1
+    if tail is not None and end_day is not None and end_day != day_of_month(tail + 1):
+        start, stop = day_of_month(tail), day_of_month(tail + 1)
+        if cost(end_day, stop) + 1 < cost(start, end_day):
+            days.append(Span(GRAIN_DAY, end_day, stop, -1))
+        else:
+            days.append(Span(GRAIN_DAY, start, end_day))
+            hi_month = tail
+    if today is not None and end_day is None and lo_month is not None and lo_month > month_of(date_of_day(today)):
+        # Open-ended from a day of this month: one open span of day buckets, not the months to come.
+        return [Span(GRAIN_DAY, span.lo, None) if span.sign > 0 else span for span in days]
+    if lo_month is not None and hi_month is not None and lo_month >= hi_month:
+        return days
+    return [Span(GRAIN_MONTH, lo_month, hi_month)] + days

@@ -241,23 +241,20 @@ class Reports:
             if len(spans) == 1 and self._spans.is_unique(spans[0], route):
                 return {key: (values, extra) for key, values, extra in self._spans.read(
                     spans[0], route, by, filters, exclude_none=True, rank=rank, limit=limit)}
-            scores: dict = {}
-            for span in spans:
-                for key, score in self._spans.scores(span, route, by, filters, rank,
-                                                     limit if len(spans) == 1 else None):
-                    scores[key] = scores.get(key, 0) + score
-            keys = sorted(scores, key=lambda k: (-scores[k], k))[:limit]
+            keys = [key for key, _ in self._spans.ranked(spans, route, by, filters, rank, limit)]
             if not keys:
                 return {}
         merged: dict = {}
         for span in spans:
             for key, values, extra in self._spans.read(span, route, by, filters, exclude_none=exclude, keys=keys):
                 if key not in merged:
-                    merged[key] = (list(values), extra)
+                    merged[key] = ([span.sign * v for v in values], extra)
                     continue
                 acc, (first, last) = merged[key]
                 for i, value in enumerate(values):
-                    acc[i] += value
+                    acc[i] += span.sign * value
                 if extra[0] is not None:
                     merged[key] = (acc, (min(first, extra[0]), max(last, extra[1])))
-        return merged
+        # A key only in the subtracted days of a month had no calls in the range.
+        return {key: found for key, found in merged.items() if found[0][0] > 0}
+

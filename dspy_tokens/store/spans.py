@@ -50,6 +50,7 @@ class Span:
     kind: str  # RAW, GRAIN_DAY or GRAIN_MONTH
     lo: Any = None  # None: unbounded; a datetime for RAW, else an int bucket
     hi: Any = None
+    sign: int = 1  # -1: subtracted (a month bucket minus the days of it outside the range)
 
     @property
     def single_bucket(self) -> bool:
@@ -171,52 +172,73 @@ class SpanReader:
         """One rollup bucket: one row per key, already in the table (no aggregation)."""
         return span.single_bucket and route.scope is not None
 
-    def scores(self, span: Span, route: Route, by: str, filters: dict, rank: str,
-               limit: int | None) -> Iterator[tuple]:
-        """(key, one measure) per key: the cheap first pass of a top-N (calls without a key left out)."""
-        source = self._source(span, route, by, filters, exclude_none=True)
-        metric = source.metric[rank]
-        if not source.unique:
-            metric = f"SUM({metric})"
-        sql = f"SELECT {source.column}, {metric} FROM {source.table}{source.where(source.clauses)}"
-        if not source.unique:
-            sql += f" GROUP BY {source.column}"
-        if limit is not None:
-            sql += f" ORDER BY {metric} DESC, {source.tiebreak()} LIMIT {int(limit)}"
-        for key, score in self.db.execute_sql(sql, source.params).fetchall():
-            yield source.key(key), int(score or 0)
+    def ranked(self, spans: list[Span], route: Route, by: str, filters: dict, rank: str, limit: int) -> list[tuple]:
+        """(key, total) of the ``limit`` keys with the largest total of one measure over the spans (subtracted
+        spans count negatively), largest first, ties in key order, in one statement: the cheap first pass of a
+        top-N (calls without a key left out)."""
+        parts, params = [], []
+        text_keys = False
+        for span in spans:
+            source = self._source(span, route, by, filters, exclude_none=True)
+            text_keys = text_keys or source.text_keys
+            metric = source.metric[rank] if source.unique else f"SUM({source.metric[rank]})"
+            parts.append((source, metric))
+        selects = []
+        for span, (source, metric) in zip(spans, parts):
+            key = text_sql(self.dialect, source.column) if text_keys and not source.text_keys else source.column
+            group = "" if source.unique else f" GROUP BY {source.column}"
+            calls = "COUNT(*)" if span.kind == RAW else "calls" if source.unique else "SUM(calls)"
+            selects.append(f"SELECT {key} AS k, {metric} * {span.sign} AS s, {calls} * {span.sign} AS c "
+                           f"FROM {source.table}{source.where(source.clauses)}{group}")
+            params += source.params
+        tiebreak = "LENGTH(k), k" if text_keys else "k"
+        # HAVING on calls: a key whose calls all lie in subtracted days is not in the range at all.
+        sql = (f"SELECT k, SUM(s) FROM ({' UNION ALL '.join(selects)}) scored GROUP BY k HAVING SUM(c) > 0 "
+               f"ORDER BY SUM(s) DESC, {tiebreak} LIMIT {int(limit)}")
+        return [(parts[0][0].key(key), int(total or 0)) for key, total in self.db.execute_sql(sql, params).fetchall()]
 
     def active_users(self, spans: Iterable[Span], filters: dict) -> int:
         """Distinct users with calls over the spans (``filters`` without a user filter)."""
         p = self._p
+        spans = list(spans)
         queries = []
         for span in spans:
             if span.kind == RAW:
                 where, params = self.raw_where(filters, span.lo, span.hi)
                 queries.append(("user_id", f"FROM token_usage WHERE {where + ' AND ' if where else ''}"
-                                           "user_id IS NOT NULL", params, False))
+                                           "user_id IS NOT NULL", params, False, "COUNT(*)"))
             elif not filters:
                 clauses, params = [f"grain = {p}", "scope = 'user'", "scope_key <> ''"], [span.kind]
                 self._bucket_where("bucket", span, clauses, params)
+                # Keys are unique within one bucket: nothing to aggregate there.
                 queries.append(("scope_key", f"FROM token_usage_rollups WHERE {' AND '.join(clauses)}", params,
-                                span.single_bucket))  # keys are unique within one bucket
+                                span.single_bucket, "calls" if span.single_bucket else "SUM(calls)"))
             else:
                 clauses, params = [f"user_id <> {NO_ID}"], []
                 self._bucket_where("day", span, clauses, params)
                 for dim, value in filters.items():
                     clauses.append(f"{COLUMN[dim]} = {p}")
                     params.append(value)
-                queries.append(("user_id", f"FROM token_usage_daily WHERE {' AND '.join(clauses)}", params, False))
+                queries.append(("user_id", f"FROM token_usage_daily WHERE {' AND '.join(clauses)}", params, False,
+                                "SUM(calls)"))
         if not queries:
             return 0
+        signs = [span.sign for span in spans]
+        if min(signs) < 0:  # a month minus some of its days: users whose calls in the range add up to more than 0
+            parts = [f"SELECT {column if column == 'scope_key' else text_sql(self.dialect, column)} AS u, "
+                     f"{count} * {sign} AS c {body}{'' if unique else f' GROUP BY {column}'}"
+                     for (column, body, _, unique, count), sign in zip(queries, signs)]
+            return self._scalar(f"SELECT COUNT(*) FROM (SELECT u FROM ({' UNION ALL '.join(parts)}) signed "
+                                "GROUP BY u HAVING SUM(c) > 0) active",
+                                [value for _, _, params, _, _ in queries for value in params])
         if len(queries) == 1:
-            column, body, params, unique = queries[0]
+            column, body, params, unique, _ = queries[0]
             return self._scalar(f"SELECT {'COUNT(*)' if unique else f'COUNT(DISTINCT {column})'} {body}", params)
         # Several spans: one UNION (which removes duplicates) of the ids as text, counted in the database.
         parts = [f"SELECT {column if column == 'scope_key' else text_sql(self.dialect, column)} AS u {body}"
-                 for column, body, _, _ in queries]
+                 for column, body, _, _, _ in queries]
         return self._scalar(f"SELECT COUNT(*) FROM ({' UNION '.join(parts)}) active",
-                            [value for _, _, params, _ in queries for value in params])
+                            [value for _, _, params, _, _ in queries for value in params])
 
     # -- SQL pieces ------------------------------------------------------------------------------------
     def raw_where(self, filters: dict, since, until) -> tuple[str, list]:

@@ -15,7 +15,8 @@ def test_a_range_is_cut_into_partial_days_whole_days_and_whole_months():
     """The plan behind the speed: ``month`` is one month bucket; rolling edges become raw-row spans."""
     assert plan_spans(at(2025, 3, 1), None) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None)]
     assert plan_spans(at(2025, 3, 12), None, now=NOW) == [Span(GRAIN_DAY, 20159, None)]  # today: day buckets onwards
-    assert plan_spans(at(2025, 3, 12), None) == [Span(GRAIN_MONTH, 2025 * 12 + 3, None), Span(GRAIN_DAY, 20159, 20179)]
+    # Without a clock every day costs the same: March minus its first eleven days beats its last twenty.
+    assert plan_spans(at(2025, 3, 12), None) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None), Span(GRAIN_DAY, 20148, 20159, -1)]
     assert plan_spans(None, None) == [Span(GRAIN_MONTH, None, None)]
     assert plan_spans(at(2025, 3, 12, 9), at(2025, 3, 12, 10)) == [Span("raw", at(2025, 3, 12, 9), at(2025, 3, 12, 10))]
     assert plan_spans(at(2025, 1, 15, 13), at(2025, 3, 3, 7)) == [
@@ -30,3 +31,21 @@ def test_a_range_is_cut_into_partial_days_whole_days_and_whole_months():
     # Calendar periods are single buckets: one day, one month.
     assert plan_spans(*period_bounds("today", now=NOW), now=NOW) == [Span(GRAIN_DAY, 20159, 20160)]
     assert plan_spans(*period_bounds("month", now=NOW), now=NOW) == [Span(GRAIN_MONTH, 2025 * 12 + 2, 2025 * 12 + 3)]
+
+
+def test_a_month_mostly_covered_is_read_as_the_month_minus_the_days_outside_the_range():
+    """The dashboard's 30 days up to 2025-03-12 (from Feb 11): February minus its first ten days, plus March so far
+    (one open month span), instead of 18 February day buckets; a short edge is still read as its days."""
+    feb_1, feb_11, mar_1 = 20120, 20130, 20148
+    assert plan_spans(at(2025, 2, 11), None, now=NOW) == [Span(GRAIN_MONTH, 2025 * 12 + 1, None),
+                                                           Span(GRAIN_DAY, feb_1, feb_11, -1)]
+    # One month without its first two and last three days; days after now cost nothing to subtract.
+    assert plan_spans(at(2025, 2, 3), at(2025, 2, 26)) == [
+        Span(GRAIN_MONTH, 2025 * 12 + 1, 2025 * 12 + 2), Span(GRAIN_DAY, 20120, 20122, -1),
+        Span(GRAIN_DAY, 20145, 20148, -1)]
+    assert plan_spans(*period_bounds("week", now=NOW), now=NOW) == [Span(GRAIN_DAY, 20157, 20164)]  # 3 days so far
+    assert plan_spans(at(2025, 3, 3), at(2025, 3, 30), now=NOW) == [
+        Span(GRAIN_MONTH, 2025 * 12 + 2, 2025 * 12 + 3), Span(GRAIN_DAY, mar_1, 20150, -1),
+        Span(GRAIN_DAY, 20177, 20179, -1)]
+    assert plan_spans(at(2025, 2, 25), None, now=NOW) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None),
+                                                           Span(GRAIN_DAY, 20144, mar_1)]

@@ -238,6 +238,11 @@ RANGES = [
     (None, {"since": date(2025, 1, 1), "until": date(2025, 3, 1)}),  # whole months only
     (None, {"since": at(2025, 2, 3, 1), "until": at(2025, 2, 3, 5)}),  # inside one day
     (None, {"until": at(2025, 2, 10, 12)}),
+    # Months minus the days outside the range (see plan_spans): the dashboard's 30 days, a month-long range with
+    # a partial first day, one month without its first two and last three days, a range ending late in a month.
+    (None, {"since": date(2025, 2, 11)}), (None, {"since": at(2025, 1, 4, 6, 30)}),
+    (None, {"since": date(2025, 2, 3), "until": date(2025, 2, 26)}),
+    (None, {"since": date(2025, 1, 1), "until": at(2025, 2, 25, 18)}),
 ]
 
 
