@@ -89,19 +89,46 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
                now: datetime | None = None) -> list[Span]:
     """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days.
 
-    A month the range covers only in part is read whichever way is cheaper: its covered days, or the whole month
-    bucket *minus* its uncovered days (a span with ``sign`` -1). The 30 days up to the 3rd are then last month
-    minus its first three days plus this month: three day buckets instead of 27. Days after ``now`` hold no rows
-    and cost nothing, so ``today`` stays one day bucket and ``week`` may be its month minus the days to come."""
-    first_day = None if since is None else day_of(since) + (0 if since == midnight_of_day(day_of(since)) else 1)
-    end_day = None if until is None else day_of(until)
+    Every piece is read whichever way reads less: a partial day as its raw rows, or as its day bucket *minus* the
+    raw rows of the day outside the range (a span with ``sign`` -1); a month the range covers only in part as its
+    covered days, or as the month bucket minus its other days. The 30 days up to the 3rd are then last month minus
+    its first three days plus this month (three day buckets instead of 27); a rolling week starting at 09:00 is
+    that day minus its first nine hours of rows. Nothing after ``now`` has rows, so it costs nothing: ``today``
+    stays one day bucket and ``week`` may be its month minus the days to come."""
+
+    def length(lo: datetime, hi: datetime) -> timedelta:  # how much of [lo, hi) can hold rows
+        return max(timedelta(0), (hi if now is None else min(hi, now)) - lo)
+
+    spans: list[Span] = []
+    if since is not None and until is not None and day_of(since) == day_of(until - timedelta(microseconds=1)):
+        day = day_of(since)
+        start, stop = midnight_of_day(day), midnight_of_day(day + 1)
+        if (since, until) != (start, stop):  # inside one day
+            if length(start, since) + length(until, stop) >= length(since, until):
+                return [Span(RAW, since, until)]
+            return [Span(GRAIN_DAY, day, day + 1)] + [
+                Span(RAW, lo, hi, -1) for lo, hi in ((start, since), (until, stop)) if lo < hi]
+    first_day = end_day = None
+    if since is not None:
+        first_day = day_of(since)
+        start, stop = midnight_of_day(first_day), midnight_of_day(first_day + 1)
+        if since != start:
+            if length(start, since) < length(since, stop):
+                spans.append(Span(RAW, start, since, -1))
+            else:
+                spans.append(Span(RAW, since, stop))
+                first_day += 1
+    if until is not None:
+        end_day = day_of(until)
+        start, stop = midnight_of_day(end_day), midnight_of_day(end_day + 1)
+        if until != start:
+            if length(until, stop) < length(start, until):
+                spans.append(Span(RAW, until, stop, -1))
+                end_day += 1
+            else:
+                spans.append(Span(RAW, start, until))
     if first_day is not None and end_day is not None and first_day >= end_day:
-        return [Span(RAW, since, until)]  # inside one day
-    spans = []
-    if since is not None and first_day is not None and since < midnight_of_day(first_day):
-        spans.append(Span(RAW, since, midnight_of_day(first_day)))
-    if until is not None and end_day is not None and midnight_of_day(end_day) < until:
-        spans.append(Span(RAW, midnight_of_day(end_day), until))
+        return spans  # no whole day between the two partial days
     if not months:
         return spans + [Span(GRAIN_DAY, first_day, end_day)]
     return spans + _month_plan(first_day, end_day, None if now is None else day_of(now))

@@ -49,3 +49,23 @@ def test_a_month_mostly_covered_is_read_as_the_month_minus_the_days_outside_the_
         Span(GRAIN_DAY, 20177, 20179, -1)]
     assert plan_spans(at(2025, 2, 25), None, now=NOW) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None),
                                                            Span(GRAIN_DAY, 20144, mar_1)]
+
+
+def test_a_partial_day_is_read_as_its_rows_or_as_its_day_minus_the_rows_outside_the_range():
+    """Whichever side of the cut holds less of the day: a rolling week at 10:30 is that day's bucket minus its rows
+    before 10:30; a range across one midnight is two raw spans, each within its day (a breakdown by day keys each
+    raw span by its day); what lies after now has no rows and costs nothing."""
+    mar_5, mar_12 = 20152, 20159
+    assert plan_spans(*period_bounds("7d", now=NOW), now=NOW) == [  # ... and March minus its first four days
+        Span("raw", at(2025, 3, 5), at(2025, 3, 5, 10, 30), -1), Span(GRAIN_MONTH, 2025 * 12 + 2, None),
+        Span(GRAIN_DAY, 20148, mar_5, -1)]
+    assert plan_spans(at(2025, 3, 1, 20), at(2025, 3, 2, 5)) == [
+        Span("raw", at(2025, 3, 1, 20), at(2025, 3, 2)), Span("raw", at(2025, 3, 2), at(2025, 3, 2, 5))]
+    assert plan_spans(at(2025, 2, 3, 1), at(2025, 2, 3, 23)) == [
+        Span(GRAIN_DAY, 20122, 20123), Span("raw", at(2025, 2, 3), at(2025, 2, 3, 1), -1),
+        Span("raw", at(2025, 2, 3, 23), at(2025, 2, 4), -1)]
+    # Today until 20:00, asked at 10:30: no row lies after 20:00 yet, so it is today's bucket minus (no) rows.
+    assert plan_spans(at(2025, 3, 12), at(2025, 3, 12, 20), now=NOW) == [
+        Span(GRAIN_DAY, mar_12, mar_12 + 1), Span("raw", at(2025, 3, 12, 20), at(2025, 3, 13), -1)]
+    assert plan_spans(at(2025, 3, 12, 1), None, now=NOW) == [
+        Span("raw", at(2025, 3, 12), at(2025, 3, 12, 1), -1), Span(GRAIN_DAY, mar_12, None)]

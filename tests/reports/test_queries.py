@@ -243,6 +243,9 @@ RANGES = [
     (None, {"since": date(2025, 2, 11)}), (None, {"since": at(2025, 1, 4, 6, 30)}),
     (None, {"since": date(2025, 2, 3), "until": date(2025, 2, 26)}),
     (None, {"since": date(2025, 1, 1), "until": at(2025, 2, 25, 18)}),
+    # Days minus the raw rows outside the range: most of one day, two partial days with no whole day between.
+    (None, {"since": at(2025, 2, 3, 1), "until": at(2025, 2, 3, 23)}),
+    (None, {"since": at(2025, 3, 1, 20), "until": at(2025, 3, 2, 5)}), ("60h", {}),
 ]
 
 
