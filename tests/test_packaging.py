@@ -127,3 +127,52 @@ def test_readme_links_work_on_pypi():
         for link in links:
             if link.startswith(prefix):
                 assert (ROOT / link[len(prefix):].split("#")[0]).is_file(), link
+
+
+def test_dspy_tokens_serve_runs_from_a_fresh_install_with_the_web_extra(built, tmp_path):
+    """A new virtualenv, ``pip install 'dspy_tokens-<version>.whl[web]'`` and nothing else: the installed
+    ``dspy-tokens demo`` records its calls, ``dspy-tokens serve`` (tokens from the environment) serves them:
+    /healthz, the stats the seed asked for, a refused wrong token, and the dashboard's login page."""
+    import os
+    import time
+
+    import httpx
+
+    wheel = built[0]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    done = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[web]"],
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPY_TOKENS_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "DSPY_TOKENS_READ_TOKEN": "read-token-0123456789abcdef",
+            "DSPY_TOKENS_ADMIN_TOKEN": "admin-token-0123456789abcdef"}
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    demo = subprocess.run([str(bin_dir / "dspy-tokens"), "demo", "--database", url], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=tmp_path)
+    assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
+    proc = subprocess.Popen([str(bin_dir / "dspy-tokens"), "serve", "--database", url, "--port", "0"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "dspy-tokens dashboard on http://127.0.0.1:" in line, line + proc.stderr.read()[-2000:]
+        base = line.split(" on ", 1)[1].split(" ", 1)[0]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(base + "healthz", timeout=5)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        stats = httpx.get(base + "api/usage/stats", params={"period": "all"},
+                          headers={"Authorization": "Bearer read-token-0123456789abcdef"}, timeout=30)
+        assert stats.status_code == 200 and stats.json()["total_calls"] > 0, stats.text
+        assert httpx.get(base + "api/usage/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        page = httpx.get(base, follow_redirects=True, timeout=30)
+        assert page.status_code == 200 and "token" in page.text.lower()
+    finally:
+        proc.terminate()
+        proc.wait(30)
