@@ -206,7 +206,7 @@ def timed(fn, repeat: int, warmup: int = 2) -> tuple[dict, object]:
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     p99 = samples[min(len(samples) - 1, max(0, round(0.99 * len(samples)) - 1))]
-    return {"median_ms": statistics.median(samples), "p99_ms": p99, "runs": repeat}, result
+    return {"median_ms": statistics.median(samples), "p99_ms": p99, "runs": repeat, "samples_ms": samples}, result
 
 
 def naive_queries(store: Store, since: datetime):
