@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from dspy_tokens.reports import Reports
 from dspy_tokens.store import ROW_COLUMNS, Store
@@ -223,7 +223,7 @@ def naive_queries(store: Store, since: datetime):
 
     def top():
         return db.execute_sql(
-            f"SELECT user_id, SUM(total_tokens) AS tokens FROM token_usage WHERE created_at >= {p} "
+            f"SELECT user_id, COALESCE(SUM(total_tokens), 0) AS tokens FROM token_usage WHERE created_at >= {p} "
             f"AND user_id IS NOT NULL GROUP BY user_id ORDER BY tokens DESC, user_id LIMIT 10", (start,)).fetchall()
     return summary, top
 
@@ -296,6 +296,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true", help="keep a previous load of the same shape")
     parser.add_argument("--format", default="csv", choices=["csv", "json", "jsonl"], help="export format")
     parser.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-export", action="store_true", help="skip the export (the report queries only)")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.export_only:
@@ -313,6 +314,7 @@ def main(argv=None) -> None:
     say(f"month = since {month_start:%Y-%m-%d} 00:00 UTC: {in_month:,} raw rows")
     figures = {"rows": args.rows, "database": args.database.split("://")[0], "rows_in_month": in_month}
 
+    thirty_days = reports.bounds("today")[0] - timedelta(days=29)
     fast = {
         'summary("month")': lambda: reports.summary("month"),
         'top(10, period="month")': lambda: reports.top(10, period="month"),
@@ -324,6 +326,11 @@ def main(argv=None) -> None:
         'summary("month", user_id=1)': lambda: reports.summary("month", user_id=1),
         'summary("month", guild_id=7)': lambda: reports.summary("month", guild_id=7),
         'summary("7d") (rolling: partial day from raw rows)': lambda: reports.summary("7d"),
+        'top(10, period="7d")': lambda: reports.top(10, period="7d"),
+        'summary("month", model="openai/gpt-4o")': lambda: reports.summary("month", model="openai/gpt-4o"),
+        'summary("7d", model="openai/gpt-4o")': lambda: reports.summary("7d", model="openai/gpt-4o"),
+        "summary(the dashboard's 30 whole days)": lambda: reports.summary(since=thirty_days),
+        "top(10, the dashboard's 30 whole days)": lambda: reports.top(10, since=thirty_days),
     }
     results = {}
     say(f"\n{'query':<52} {'median':>10} {'p99':>10}")
@@ -347,14 +354,21 @@ def main(argv=None) -> None:
     figures["comparisons"] = comparisons
 
     say("")
+    if args.no_export:
+        _write(args.json_out, figures)
+        return
     export = export_in_subprocess(args.database, args.format)
     figures["export"] = export
     say(f"export {export['format']} of {export['rows']:,} rows: {export['seconds']:.1f}s = "
         f"{export['rows_per_s']:,.0f} rows/s; exporting process peak RSS {export['rss_before_mb']:.0f} MB "
         f"before, {export['rss_peak_mb']:.0f} MB after; tracemalloc peak over 200k rows "
         f"{export['tracemalloc_peak_mb_200k']:.1f} MB")
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
+    _write(args.json_out, figures)
+
+
+def _write(path, figures: dict) -> None:
+    if path:
+        with open(path, "w") as fh:
             json.dump(figures, fh, indent=2)
 
 
@@ -366,7 +380,7 @@ def _check_same(name: str, naive, ours) -> None:
                int(ours.cost_usd * 10**12), ours.unknown_cost_calls, ours.active_users)
         expected = (calls, prompt, completion, total, pico, unpriced, users)
     else:
-        expected = [(int(u), int(t)) for u, t in naive]
+        expected = [(int(u), int(t or 0)) for u, t in naive]
         got = [(g.key, g.total_tokens) for g in ours]
     if got != expected:
         raise AssertionError(f"{name}: rollups say {got}, raw rows say {expected}")

@@ -86,7 +86,7 @@ def period_bounds(period=None, since=None, until=None, now: datetime | None = No
 
 
 def plan_spans(since: datetime | None, until: datetime | None, months: bool = True,
-               now: datetime | None = None) -> list[Span]:
+               now: datetime | None = None, subtract: bool = True) -> list[Span]:
     """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days.
 
     Every piece is read whichever way reads less: a partial day as its raw rows, or as its day bucket *minus* the
@@ -94,17 +94,21 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
     covered days, or as the month bucket minus its other days. The 30 days up to the 3rd are then last month minus
     its first three days plus this month (three day buckets instead of 27); a rolling week starting at 09:00 is
     that day minus its first nine hours of rows. Nothing after ``now`` has rows, so it costs nothing: ``today``
-    stays one day bucket and ``week`` may be its month minus the days to come."""
+    stays one day bucket and ``week`` may be its month minus the days to come. ``subtract`` False: no span is
+    subtracted (partial days are their raw rows, months their days)."""
 
     def length(lo: datetime, hi: datetime) -> timedelta:  # how much of [lo, hi) can hold rows
         return max(timedelta(0), (hi if now is None else min(hi, now)) - lo)
+
+    def outside_is_smaller(inside: timedelta, outside: timedelta) -> bool:
+        return subtract and outside < inside
 
     spans: list[Span] = []
     if since is not None and until is not None and day_of(since) == day_of(until - timedelta(microseconds=1)):
         day = day_of(since)
         start, stop = midnight_of_day(day), midnight_of_day(day + 1)
         if (since, until) != (start, stop):  # inside one day
-            if length(start, since) + length(until, stop) >= length(since, until):
+            if not outside_is_smaller(length(since, until), length(start, since) + length(until, stop)):
                 return [Span(RAW, since, until)]
             return [Span(GRAIN_DAY, day, day + 1)] + [
                 Span(RAW, lo, hi, -1) for lo, hi in ((start, since), (until, stop)) if lo < hi]
@@ -113,7 +117,7 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
         first_day = day_of(since)
         start, stop = midnight_of_day(first_day), midnight_of_day(first_day + 1)
         if since != start:
-            if length(start, since) < length(since, stop):
+            if outside_is_smaller(length(since, stop), length(start, since)):
                 spans.append(Span(RAW, start, since, -1))
             else:
                 spans.append(Span(RAW, since, stop))
@@ -122,7 +126,7 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
         end_day = day_of(until)
         start, stop = midnight_of_day(end_day), midnight_of_day(end_day + 1)
         if until != start:
-            if length(until, stop) < length(start, until):
+            if outside_is_smaller(length(start, until), length(until, stop)):
                 spans.append(Span(RAW, until, stop, -1))
                 end_day += 1
             else:
@@ -131,14 +135,17 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
         return spans  # no whole day between the two partial days
     if not months:
         return spans + [Span(GRAIN_DAY, first_day, end_day)]
-    return spans + _month_plan(first_day, end_day, None if now is None else day_of(now))
+    return spans + _month_plan(first_day, end_day, None if now is None else day_of(now), subtract)
 
 
-def _month_plan(first_day: int | None, end_day: int | None, today: int | None) -> list[Span]:
+def _month_plan(first_day: int | None, end_day: int | None, today: int | None, subtract: bool) -> list[Span]:
     """Whole days ``[first_day, end_day)`` (None: unbounded) as month buckets plus or minus day buckets."""
 
     def cost(lo: int, hi: int) -> int:  # day buckets read; days after today hold nothing yet
         return max(0, (hi if today is None else min(hi, today + 1)) - lo)
+
+    def month_is_cheaper(outside: int, inside: int) -> bool:  # the month bucket itself costs about a day
+        return subtract and outside + 1 < inside
 
     head = None if first_day is None else month_of(date_of_day(first_day))
     tail = None if end_day is None else month_of(date_of_day(end_day - 1))  # the month of the last day
@@ -147,20 +154,20 @@ def _month_plan(first_day: int | None, end_day: int | None, today: int | None) -
     if head is not None and head == tail:  # one month: its days, or the month minus the days around them
         start, stop = day_of_month(head), day_of_month(head + 1)
         assert first_day is not None and end_day is not None
-        if cost(start, first_day) + cost(end_day, stop) + 1 < cost(first_day, end_day):
+        if month_is_cheaper(cost(start, first_day) + cost(end_day, stop), cost(first_day, end_day)):
             return [Span(GRAIN_MONTH, head, head + 1)] + [
                 Span(GRAIN_DAY, lo, hi, -1) for lo, hi in ((start, first_day), (end_day, stop)) if lo < hi]
         return [Span(GRAIN_DAY, first_day, end_day)]
     if head is not None and first_day is not None and first_day != day_of_month(head):
         start, stop = day_of_month(head), day_of_month(head + 1)
-        if cost(start, first_day) + 1 < cost(first_day, stop):
+        if month_is_cheaper(cost(start, first_day), cost(first_day, stop)):
             days.append(Span(GRAIN_DAY, start, first_day, -1))
         else:
             days.append(Span(GRAIN_DAY, first_day, stop))
             lo_month = head + 1
     if tail is not None and end_day is not None and end_day != day_of_month(tail + 1):
         start, stop = day_of_month(tail), day_of_month(tail + 1)
-        if cost(end_day, stop) + 1 < cost(start, end_day):
+        if month_is_cheaper(cost(end_day, stop), cost(start, end_day)):
             days.append(Span(GRAIN_DAY, end_day, stop, -1))
         else:
             days.append(Span(GRAIN_DAY, start, end_day))

@@ -111,8 +111,9 @@ class Reports:
         elif not set(filters) <= set(CUBE_DIMENSIONS):  # only the raw rows know both the users and this filter
             active = self._spans.active_users([Span(RAW, since, until)], filters)
         else:
-            active = self._spans.active_users(plan_spans(since, until, months=not filters, now=self.clock()),
-                                              filters)
+            # Filtered: the daily cube, where a subtracted span would group every user of every day it holds.
+            active = self._spans.active_users(plan_spans(since, until, months=not filters, now=self.clock(),
+                                                         subtract=not filters), filters)
         return Summary(active_users=active, since=since, until=until, **totals_fields(values))
 
     def breakdown(self, by: str | tuple[str, str], period: Period = None, *, since: Moment = None,

@@ -224,9 +224,11 @@ class SpanReader:
         if not queries:
             return 0
         signs = [span.sign for span in spans]
-        if min(signs) < 0:  # a month minus some of its days: users whose calls in the range add up to more than 0
+        # A bucket minus some of it: the users whose calls in the range add up to more than 0. Grouped by the
+        # text of the id (GROUP BY 1): grouping by user_id lets SQLite walk the cube's user index over every day.
+        if min(signs) < 0:
             parts = [f"SELECT {column if column == 'scope_key' else text_sql(self.dialect, column)} AS u, "
-                     f"{count} * {sign} AS c {body}{'' if unique else f' GROUP BY {column}'}"
+                     f"{count} * {sign} AS c {body}{'' if unique else ' GROUP BY 1'}"
                      for (column, body, _, unique, count), sign in zip(queries, signs)]
             return self._scalar(f"SELECT COUNT(*) FROM (SELECT u FROM ({' UNION ALL '.join(parts)}) signed "
                                 "GROUP BY u HAVING SUM(c) > 0) active",
@@ -234,8 +236,10 @@ class SpanReader:
         if len(queries) == 1:
             column, body, params, unique, _ = queries[0]
             return self._scalar(f"SELECT {'COUNT(*)' if unique else f'COUNT(DISTINCT {column})'} {body}", params)
-        # Several spans: one UNION (which removes duplicates) of the ids as text, counted in the database.
-        parts = [f"SELECT {column if column == 'scope_key' else text_sql(self.dialect, column)} AS u {body}"
+        # Several spans: one UNION (which removes duplicates) of the ids (as text beside rollup keys), counted in
+        # the database.
+        text = any(column == "scope_key" for column, *_ in queries)
+        parts = [f"SELECT {text_sql(self.dialect, column) if text and column != 'scope_key' else column} AS u {body}"
                  for column, body, _, _, _ in queries]
         return self._scalar(f"SELECT COUNT(*) FROM ({' UNION '.join(parts)}) active",
                             [value for _, _, params, _, _ in queries for value in params])
