@@ -241,6 +241,8 @@ class Reports:
         exclude = bool(rank)
         keys = None
         if rank:
+            if limit is None:
+                raise ValueError("a ranked read needs a limit")
             if len(spans) == 1 and self._spans.is_unique(spans[0], route):
                 return {key: (values, extra) for key, values, extra in self._spans.read(
                     spans[0], route, by, filters, exclude_none=True, rank=rank, limit=limit)}

@@ -185,8 +185,9 @@ class SpanReader:
             parts.append((source, metric))
         selects = []
         for span, (source, metric) in zip(spans, parts):
+            assert source.column is not None  # a ranked dimension
             key = text_sql(self.dialect, source.column) if text_keys and not source.text_keys else source.column
-            group = "" if source.unique else f" GROUP BY {source.column}"
+            group = "" if source.unique else " GROUP BY 1"  # by the key as selected, never an index's order
             calls = "COUNT(*)" if span.kind == RAW else "calls" if source.unique else "SUM(calls)"
             selects.append(f"SELECT {key} AS k, {metric} * {span.sign} AS s, {calls} * {span.sign} AS c "
                            f"FROM {source.table}{source.where(source.clauses)}{group}")
