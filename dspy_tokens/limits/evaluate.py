@@ -69,7 +69,8 @@ class Plan:
 def plan(ask: Ask, scopes=()) -> Plan:
     request = ask.request
     pace_start = hour_of(ask.now) - PACE_HOURS + 1
-    keys, reads = {}, {}
+    keys: dict = {}
+    reads: dict[tuple, set] = {}
     for rule in ask.rules:
         sid = scope_id(rule, request)
         hold = (rule.scope, sid, rule.model)
@@ -80,11 +81,11 @@ def plan(ask: Ask, scopes=()) -> Plan:
             freeing = Freeing(_FREED[rule.metric], rule.limit, need, hold)
         keys[id(rule)] = (key, hold, pace, freeing)
         reads.setdefault((key, True), set()).add(freeing)
-        reads.setdefault((pace, False), set()).add(None)
+        reads.setdefault((pace, False), set())
     windows = []
     for (key, reset), freeings in sorted(reads.items(), key=str):
-        asked = sorted((f for f in freeings if f is not None), key=str)
-        windows += [WindowRead(key, reset, f) for f in asked] or [WindowRead(key, reset)]
+        windows.append(WindowRead(key, reset))
+        windows += [WindowRead(key, reset, f) for f in sorted(freeings - {None}, key=str)]
     held = sorted({k[1] for k in keys.values()}, key=str)
     wanted = sorted({(r.scope, scope_id(r, request)) for r in ask.rules} | set(scopes))
     return Plan(held, windows, wanted, keys)

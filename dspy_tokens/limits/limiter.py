@@ -153,15 +153,16 @@ class Limiter:
             return evaluate.decide(self.windows, self._ask_of(request, configured, tokens, source, now, mode),
                                    self.cost_estimate_pusd)
         ask = self._ask_of(request, configured, tokens, source, now, mode)
-        found: tuple | None = evaluate.read(self.windows, ask, self.overrides.scopes(request))
+        found = evaluate.read(self.windows, ask, self.overrides.scopes(request))
         applied = self.overrides.applied(found[1].overrides)
         if applied.bypassed:
             return _turned_off(mode)
         rules = applied.apply(self.applicable(request, applied.rules))
         if not rules:
             return LimitDecision(True, enforcement=mode)
-        if rules != configured:
-            ask, found = self._ask_of(request, rules, tokens, source, now, mode), None
+        if rules != configured:  # the override's rules: their windows are read now
+            return evaluate.decide(self.windows, self._ask_of(request, rules, tokens, source, now, mode),
+                                   self.cost_estimate_pusd)
         return evaluate.decide(self.windows, ask, self.cost_estimate_pusd, found)
 
     def _ask(self, request: Request, tokens: int, source: str, now, mode: str, overrides) -> evaluate.Ask | None:

@@ -31,6 +31,8 @@ class Freeing:
 
 @dataclass(frozen=True)
 class WindowRead:
+    """A window's sums; with ``freeing``, its freeing hours instead (read the sums with another)."""
+
     key: WindowKey
     reset: bool = True  # count from the scope's usage reset when it is inside the window
     freeing: Freeing | None = None
@@ -72,14 +74,24 @@ class Statement:
     def build(self, held: list[HoldKey], windows: list[WindowRead], scopes: list[ScopeKey]) -> tuple[str, list]:
         parts: list[tuple[str, list]] = []
         for key in held:
-            sums, source, args = self._held(key)
-            parts.append((f"SELECT {len(parts)}, {sums}, {self._nulls(2)} {source}", args))
+            values, source, args = self._held(key)
+            parts.append((f"SELECT {len(parts)}, {values}, {self._nulls(2)} {source}", args))
+        # Each window's sums once, as a named subquery: its part selects them, its freeing parts test them.
+        sums: dict[tuple, tuple[str, list]] = {}
         for window in windows:
-            parts.append(self._window(len(parts), window))
+            if (window.key, window.reset) not in sums:
+                source, args = self._counters(window.key, window.reset)
+                columns = ", ".join(f"COALESCE(SUM({c}), 0) AS {c}" for c in COLUMNS)
+                sums[(window.key, window.reset)] = (f"SELECT {columns} {source}", args)
+        names = {k: f"w{i}" for i, k in enumerate(sums)}
+        for window in windows:
+            parts.append(self._window(len(parts), window, names[(window.key, window.reset)]))
         if scopes:
             parts += self._overrides(scopes)
-        params = [a for _, args in parts for a in args]
-        return " UNION ALL ".join(sql for sql, _ in parts), params
+        hint = "" if self.dialect == "mysql" else "MATERIALIZED "  # computed once, however often it is read
+        ctes = ", ".join(f"{names[k]} AS {hint}({sql})" for k, (sql, _) in sums.items())
+        params = [a for _, args in sums.values() for a in args] + [a for _, args in parts for a in args]
+        return (f"WITH {ctes} " if ctes else "") + " UNION ALL ".join(sql for sql, _ in parts), params
 
     def decode(self, rows, held: list[HoldKey], windows: list[WindowRead]) -> Reading:
         out, baselines = Reading(), []
@@ -95,8 +107,9 @@ class Statement:
                 out.reserved[held[tag]] = (int(row[1]), int(row[2]), int(row[4]))
             else:
                 window = windows[tag - len(held)]
-                out.used[(window.key, window.reset)] = tuple(int(v) for v in row[1:5])
-                if window.freeing is not None:
+                if window.freeing is None:
+                    out.used[(window.key, window.reset)] = tuple(int(v) for v in row[1:5])
+                else:
                     out.frees[(window.key, window.freeing, window.freeing.need)] = _int(row[5])
                     out.frees[(window.key, window.freeing, 1)] = _int(row[6])
         for scope, sid, model, tokens, cost, unpriced, calls in ((r[7], int(r[1]), r[8], *r[2:6]) for r in baselines):
@@ -145,27 +158,31 @@ class Statement:
         start, start_args = self._start(key, reset)
         return f"FROM {table} WHERE scope = {p} AND scope_id = {p}{extra} AND hour >= {start}", args + start_args
 
-    def _window(self, tag: int, window: WindowRead) -> tuple[str, list]:
-        source, args = self._counters(window.key, window.reset)
-        sums = ", ".join(f"COALESCE(SUM({c}), 0)" for c in COLUMNS)
+    def _window(self, tag: int, window: WindowRead, sums: str) -> tuple[str, list]:
         f = window.freeing
         if f is None:
-            return f"SELECT {tag}, {sums}, {self._nulls(2)} {source}", args
+            return f"SELECT {tag}, {', '.join(COLUMNS)}, {self._nulls(2)} FROM {sums}", []
         if f.column not in ("tokens", "cost_pusd", "calls"):
             raise ValueError(f"unknown counter column {f.column!r}")
         p = self.p
+        source, args = self._counters(window.key, window.reset)
         held_sums, held_source, held_args = self._held(f.held)
-        held = f"SELECT {held_sums} {held_source}"
-        held_value = {"tokens": "h.t", "cost_pusd": "h.c", "calls": "h.n"}[f.column]
+        held_column = {"tokens": "t", "cost_pusd": "c", "calls": "n"}[f.column]
+        held = f"(SELECT {held_column} FROM (SELECT {held_sums} {held_source}) h)"
         base, base_args = self._baseline(window.key, f.column)
-        used = "CASE WHEN w.total > k.base THEN w.total - k.base ELSE 0 END"
+        total = f"(SELECT {f.column} FROM {sums})"
+        # Run only when the larger need does not fit (a constant condition, tested before the scan): a request
+        # that fits pays nothing more than these small lookups.
+        gate = f"CASE WHEN {total} > {base} THEN {total} - {base} ELSE 0 END + {held} + {p} > {p}"
+        gate_args = base_args + base_args + held_args + [max(f.need, 1), f.limit]
+        running = (f"SELECT hour, SUM({f.column}) OVER (ORDER BY hour ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT "
+                   f"ROW) AS run {source} AND {gate}")
+        used = "CASE WHEN k.total > k.base THEN k.total - k.base ELSE 0 END"
         hour = "MIN(CASE WHEN w.run >= " + used + " + k.held + {0} - {1} THEN w.hour END)"
-        running = (f"SELECT hour, {', '.join(COLUMNS)}, SUM({f.column}) OVER (ORDER BY hour ROWS BETWEEN UNBOUNDED "
-                   f"PRECEDING AND CURRENT ROW) AS run, SUM({f.column}) OVER () AS total {source}")
-        sums = ", ".join(f"COALESCE(SUM(w.{c}), 0)" for c in COLUMNS)
-        sql = (f"SELECT {tag}, {sums}, {hour.format(p, p)}, {hour.format(1, p)}, {self._nulls(0)} "
-               f"FROM ({running}) w CROSS JOIN (SELECT {held_value} AS held, {base} AS base FROM ({held}) h) k")
-        return sql, [f.need, f.limit, f.limit] + args + base_args + held_args  # in the order they appear
+        sql = (f"SELECT {tag}, 0, 0, 0, 0, {hour.format(p, p)}, {hour.format(1, p)}, {self._nulls(0)} "
+               f"FROM ({running}) w CROSS JOIN (SELECT {held} AS held, {base} AS base, {total} AS total) k")
+        # Parameters in the order they appear.
+        return sql, [f.need, f.limit, f.limit] + args + gate_args + held_args + base_args
 
     def _baseline(self, key: WindowKey, column: str) -> tuple[str, list]:
         """The reset baseline of ``column`` to subtract when the scope's reset hour is inside the window, else 0."""

@@ -13,6 +13,7 @@ import re
 import uuid
 import weakref
 from datetime import timedelta
+from typing import Sequence
 
 from ._db import classified, storage_errors, write_transaction
 from ._sql import db_now_sql
@@ -115,7 +116,7 @@ class LimitWindows:
         return bool(done)
 
     @classified
-    def read(self, held: list[HoldKey], windows: list[WindowRead], now, scopes: list[ScopeKey] = ()) -> Reading:
+    def read(self, held: list[HoldKey], windows: list[WindowRead], now, scopes: Sequence[ScopeKey] = ()) -> Reading:
         """Everything a decision reads, in ONE statement (one round trip, one snapshot, so a run settling meanwhile
         is never counted zero times): the active reservations per hold key (not yet committed), the counter sums
         per window, the override rows and reset baselines of ``scopes``, and the freeing hours asked for (see
