@@ -10,6 +10,7 @@ that hour leaves the window the request fits (``None``: it never does by usage l
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 
 HoldKey = tuple  # (scope, scope_id, model | None)
@@ -17,6 +18,8 @@ WindowKey = tuple  # (scope, scope_id, model | None, start_hour)
 ScopeKey = tuple  # (scope, scope_id)
 COLUMNS = ("tokens", "cost_pusd", "unpriced_calls", "calls")
 OVERRIDE, BASELINE = -1, -2  # tags of the rows that are not one part's scalar aggregate
+# Who takes the AS MATERIALIZED hint (SQLite since 3.35; without it a named subquery may be computed per use).
+_MATERIALIZED = {"sqlite": sqlite3.sqlite_version_info >= (3, 35), "postgresql": True, "mysql": False}
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class Statement:
             parts.append(self._window(len(parts), window, names[(window.key, window.reset)]))
         if scopes:
             parts += self._overrides(scopes)
-        hint = "" if self.dialect == "mysql" else "MATERIALIZED "  # computed once, however often it is read
+        hint = "MATERIALIZED " if _MATERIALIZED[self.dialect] else ""  # computed once, however often it is read
         ctes = ", ".join(f"{names[k]} AS {hint}({sql})" for k, (sql, _) in sums.items())
         params = [a for _, args in sums.values() for a in args] + [a for _, args in parts for a in args]
         return (f"WITH {ctes} " if ctes else "") + " UNION ALL ".join(sql for sql, _ in parts), params
