@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable
 
+from ..store.reading import Freeing, Reading, WindowRead
 from ..store.units import PICO, hour_of, moment_of_hour
 from .decision import LimitDecision
 from .messages import describe
@@ -17,6 +18,7 @@ from .rules import COST, DAY, MONTH, REQUESTS, ROLLING, TOKENS, Rule
 PACE_HOURS = 3  # the forecast's burn rate: usage of the current hour and the two before it
 _COLUMN = {TOKENS: 0, COST: 1, REQUESTS: 3}  # in a window sum (tokens, cost_pusd, unpriced_calls, calls)
 _HELD = {TOKENS: 0, COST: 1, REQUESTS: 2}  # in a reservation sum (tokens, cost_pusd, calls)
+_FREED = {TOKENS: "tokens", COST: "cost_pusd", REQUESTS: "calls"}  # the counter column a rolling window frees
 
 
 @dataclass
@@ -32,7 +34,6 @@ class Ask:
     store_now: datetime | None  # None: reservations expire on the database's clock
     mode: str
     soft_ratio: float
-    resets: dict = field(default_factory=dict)  # (scope, scope_id) -> (reset hour, {model or "": baseline})
     sized_tokens: int = 0
     sized_cost: int = 0
     hold_seconds: int = 600  # a reservation's time to live: no hold counted now outlasts now + this
@@ -54,32 +55,63 @@ def rule_mode(rule: Rule, mode: str) -> str:
     return "warn" if rule.enforcement == "warn" and mode == "enforce" else mode
 
 
-def _window(rule: Rule, ask: Ask) -> tuple[tuple, tuple | None]:
-    """The rule's window key, and the reset baseline to subtract when a usage reset falls inside it."""
-    sid = scope_id(rule, ask.request)
-    start = rule.start_hour(ask.now)
-    reset = ask.resets.get((rule.scope, sid))
-    if reset is not None and reset[0] >= start:
-        return (rule.scope, sid, rule.model, reset[0]), reset[1].get(rule.model or "")
-    return (rule.scope, sid, rule.model, start), None
+@dataclass
+class Plan:
+    """What one decision reads, built once per request: per rule its window, hold and pace keys and, for a rolling
+    rule, the freeing hours to ask for; and the scopes whose overrides and resets the same statement reads."""
+
+    held: list
+    windows: list[WindowRead]
+    scopes: list
+    keys: dict = field(default_factory=dict)  # id(rule) -> (window key, hold key, pace key, Freeing | None)
 
 
-def decide(windows, ask: Ask, cost_of: Callable[[str | None, int], int]) -> LimitDecision:
+def plan(ask: Ask, scopes=()) -> Plan:
+    request = ask.request
+    pace_start = hour_of(ask.now) - PACE_HOURS + 1
+    keys: dict = {}
+    reads: dict[tuple, set] = {}
+    for rule in ask.rules:
+        sid = scope_id(rule, request)
+        hold = (rule.scope, sid, rule.model)
+        key, pace = (rule.scope, sid, rule.model, rule.start_hour(ask.now)), (rule.scope, sid, rule.model, pace_start)
+        freeing = None
+        if rule.window == ROLLING:
+            need = {TOKENS: ask.tokens, COST: ask.cost, REQUESTS: 1}[rule.metric]
+            freeing = Freeing(_FREED[rule.metric], rule.limit, need, hold)
+        keys[id(rule)] = (key, hold, pace, freeing)
+        reads.setdefault((key, True), set()).add(freeing)
+        reads.setdefault((pace, False), set())
+    windows = []
+    for (key, reset), freeings in sorted(reads.items(), key=str):
+        windows.append(WindowRead(key, reset))
+        windows += [WindowRead(key, reset, f) for f in sorted(freeings - {None}, key=str)]
+    held = sorted({k[1] for k in keys.values()}, key=str)
+    wanted = sorted({(r.scope, scope_id(r, request)) for r in ask.rules} | set(scopes))
+    return Plan(held, windows, wanted, keys)
+
+
+def read(windows, ask: Ask, scopes=()) -> tuple[Plan, Reading]:
+    """The plan of ``ask`` and its one read of the store (with the overrides of ``scopes`` besides the rules')."""
+    found = plan(ask, scopes)
+    return found, windows.read(found.held, found.windows, ask.store_now, found.scopes)
+
+
+def decide(windows, ask: Ask, cost_of: Callable[[str | None, int], int],
+           found: tuple[Plan, Reading] | None = None) -> LimitDecision:
+    """``found``: the plan and reading of this very ask (:func:`read`), else the store is read here."""
     request, now = ask.request, ask.now
-    held_keys = sorted({(r.scope, scope_id(r, request), r.model) for r in ask.rules}, key=str)
-    found = {id(r): _window(r, ask) for r in ask.rules}
+    the_plan, reading = found if found is not None else read(windows, ask)
     pace_start = hour_of(now) - PACE_HOURS + 1
-    pace_keys = {id(r): (r.scope, scope_id(r, request), r.model, pace_start) for r in ask.rules}
-    keys = sorted({k for k, _ in found.values()} | set(pace_keys.values()), key=str)
-    reserved, sums = windows.read(held_keys, keys, ask.store_now)
     rows = []
     for rule in ask.rules:
-        key, baseline = found[id(rule)]
-        counted = list(sums[key])
+        key, hold, pace, freeing = the_plan.keys[id(rule)]
+        counted = list(reading.used[(key, True)])
+        baseline = reading.baseline(key)
         if baseline is not None:
             counted = [max(c - b, 0) for c, b in zip(counted, baseline)]
-        held = reserved[(rule.scope, scope_id(rule, request), rule.model)][_HELD[rule.metric]]
-        rows.append((rule, key, counted, counted[_COLUMN[rule.metric]], held, sums[pace_keys[id(rule)]]))
+        held = reading.reserved[hold][_HELD[rule.metric]]
+        rows.append((rule, key, counted, counted[_COLUMN[rule.metric]], held, reading.used[(pace, False)], freeing))
     tokens, cost, source = ask.tokens, ask.cost, ask.source
     if source != "given":  # an estimate nobody asked for is cut down to what the enforced limits leave
         enforced = [r for r in rows if rule_mode(r[0], ask.mode) == "enforce"]
@@ -93,16 +125,22 @@ def decide(windows, ask: Ask, cost_of: Callable[[str | None, int], int]) -> Limi
     ask.sized_tokens, ask.sized_cost = tokens, cost
     need_of = {TOKENS: tokens, COST: cost, REQUESTS: 1}
     results = []
-    for rule, key, counted, used, held, pace in rows:
+    for rule, key, counted, used, held, pace, freeing in rows:
         need = need_of[rule.metric]
         exceeded = used + held + need > rule.limit
+        start = reading.start(key)
         resets_at = None
         if exceeded and need <= rule.limit:
-            resets_at = (_rolling_reset(windows, rule, key, used + held + need - rule.limit)
-                         if rule.window == ROLLING else rule.calendar_reset(now))
+            if rule.window != ROLLING:
+                resets_at = rule.calendar_reset(now)
+            elif (key, freeing, need) in reading.frees:
+                hour = reading.frees[(key, freeing, need)]
+                resets_at = None if hour is None else rule.leaves_window(hour)
+            else:  # a need the statement did not ask about (a warn rule under an estimate cut down): ask now
+                resets_at = _rolling_reset(windows, rule, (*key[:3], start), used + held + need - rule.limit)
         forecast = None if exceeded else _forecast(rule, now, rule.limit - used - held,
                                                    pace[_COLUMN[rule.metric]], pace_start)
-        results.append((rule, exceeded, used, held, need, counted[2], resets_at, forecast))
+        results.append((rule, exceeded, used, held, need, counted[2], resets_at, forecast, start))
     refusing = [r for r in results if r[1] and rule_mode(r[0], ask.mode) == "enforce"]
     # Report the refusing rule (the one freeing up last), else the rule closest to its limit.
     if refusing:
@@ -134,8 +172,7 @@ def _forecast(rule: Rule, now: datetime, left: int, recent: int, pace_start: int
 def _rolling_reset(windows, rule: Rule, window: tuple, must_free: int) -> datetime | None:
     """When enough of the oldest usage has left the window to fit the request (None: never by itself)."""
     freed = 0
-    column = {TOKENS: "tokens", COST: "cost_pusd", REQUESTS: "calls"}[rule.metric]
-    for hour, value in windows.usage_by_hour(window, column):
+    for hour, value in windows.usage_by_hour(window, _FREED[rule.metric]):
         freed += value
         if freed >= must_free:
             return rule.leaves_window(hour)
@@ -143,7 +180,7 @@ def _rolling_reset(windows, rule: Rule, window: tuple, must_free: int) -> dateti
 
 
 def _decision(result, ask: Ask, source: str) -> LimitDecision:
-    rule, exceeded, used, held, need, unpriced, resets_at, forecast = result
+    rule, exceeded, used, held, need, unpriced, resets_at, forecast, start = result
     mode = rule_mode(rule, ask.mode)
     held_until = ask.now + timedelta(seconds=ask.hold_seconds) if held else None
     soft = rule.limit > 0 and (used + held + need) >= ask.soft_ratio * rule.limit
@@ -152,7 +189,7 @@ def _decision(result, ask: Ask, source: str) -> LimitDecision:
         used=amount(rule.metric, used), reserved=amount(rule.metric, held), held_until=held_until,
         limit=rule.limit_value,
         requested=amount(rule.metric, need), resets_at=resets_at, window=rule.window,
-        window_start=moment_of_hour(_window(rule, ask)[0][3]), warning=soft or (exceeded and mode == "warn"),
+        window_start=moment_of_hour(start), warning=soft or (exceeded and mode == "warn"),
         exceeded=exceeded, enforcement=mode, unknown_cost_calls=unpriced, estimate_source=source,
         forecast_exhausted_at=forecast)
     return replace(decision, message=describe(decision, rule))

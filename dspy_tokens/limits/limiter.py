@@ -107,18 +107,17 @@ class Limiter:
         tokens, source = self.estimate_for(request.model, estimate, prompt)  # a bad estimate= is the caller's error
         try:
             self.store.connect()
-            overrides = self.overrides.read(request) if self.overrides is not None else None
-            if overrides is not None and overrides.bypassed:
-                return LimitDecision(True, bypassed=True, enforcement=mode,
-                                     message="Unlimited: an administrator turned limits off here.")
-            ask = self._ask(request, tokens, source, now, mode, overrides)
-            if ask is None:
-                return LimitDecision(True, enforcement=mode)
-            if reserve and mode == "enforce":
+            if not (reserve and mode == "enforce"):
+                decision = self._check(request, tokens, source, now, mode)
+            else:
+                overrides = self.overrides.read(request) if self.overrides is not None else None
+                if overrides is not None and overrides.bypassed:
+                    return _turned_off(mode)
+                ask = self._ask(request, tokens, source, now, mode, overrides)
+                if ask is None:
+                    return LimitDecision(True, enforcement=mode)
                 fallback = self._fallback_ask(ask, estimate, prompt, now, overrides)
                 decision = self._reserve(ask, fallback)
-            else:
-                decision = evaluate.decide(self.windows, ask, self.cost_estimate_pusd)
         except StorageConflict:  # the database works but stays contended: refusing is safer than overshooting
             self.store.reset_connection()
             return LimitDecision(False, enforcement=mode, exceeded=True,
@@ -143,15 +142,38 @@ class Limiter:
             self.alerts.observe(request, decision)
         return decision
 
+    def _check(self, request: Request, tokens: int, source: str, now, mode: str) -> LimitDecision:
+        """A decision without a hold: the overrides, usage resets, reservations and windows of the configured rules
+        in one read of the store — a second only when an override sets a limit of its own (its window was not
+        known to the first)."""
+        configured = self.applicable(request)
+        if self.overrides is None:
+            if not configured:
+                return LimitDecision(True, enforcement=mode)
+            return evaluate.decide(self.windows, self._ask_of(request, configured, tokens, source, now, mode),
+                                   self.cost_estimate_pusd)
+        ask = self._ask_of(request, configured, tokens, source, now, mode)
+        found = evaluate.read(self.windows, ask, self.overrides.scopes(request))
+        applied = self.overrides.applied(found[1].overrides)
+        if applied.bypassed:
+            return _turned_off(mode)
+        rules = applied.apply(self.applicable(request, applied.rules))
+        if not rules:
+            return LimitDecision(True, enforcement=mode)
+        if rules != configured:  # the override's rules: their windows are read now
+            return evaluate.decide(self.windows, self._ask_of(request, rules, tokens, source, now, mode),
+                                   self.cost_estimate_pusd)
+        return evaluate.decide(self.windows, ask, self.cost_estimate_pusd, found)
+
     def _ask(self, request: Request, tokens: int, source: str, now, mode: str, overrides) -> evaluate.Ask | None:
         """What to decide for ``request`` (None: no rule applies)."""
         rules = overrides.apply(self.applicable(request, overrides.rules)) if overrides is not None \
             else self.applicable(request)
-        if not rules:
-            return None
+        return self._ask_of(request, rules, tokens, source, now, mode) if rules else None
+
+    def _ask_of(self, request: Request, rules: list[Rule], tokens: int, source: str, now, mode: str) -> evaluate.Ask:
         return evaluate.Ask(request, rules, tokens, self.cost_estimate_pusd(request.model, tokens), source,
                             now or datetime.now(timezone.utc), now, mode, self.config.soft_limit_ratio,
-                            overrides.resets if overrides is not None else {},
                             hold_seconds=self.config.reservation_ttl_seconds)
 
     def _fallback_ask(self, ask: evaluate.Ask, estimate, prompt, now, overrides) -> evaluate.Ask | None:
@@ -225,8 +247,7 @@ class Limiter:
                 rules = [] if found.bypassed else found.apply(self.applicable(request, found.rules))
             ask = evaluate.Ask(request, rules, extra, self.cost_estimate_pusd(request.model, extra), "given",
                                datetime.now(timezone.utc), None, self.config.enforcement,
-                               self.config.soft_limit_ratio, found.resets if found is not None else {},
-                               hold_seconds=self.config.reservation_ttl_seconds)
+                               self.config.soft_limit_ratio, hold_seconds=self.config.reservation_ttl_seconds)
             keys = evaluate.lock_keys(ask) if self.windows.needs_lock_rows else []
             self.windows.create_locks(keys)
             with self.windows.transaction():
@@ -264,6 +285,11 @@ class Limiter:
                                  message="Usage limits could not be checked; the request was allowed.")
         return LimitDecision(False, enforcement=mode, exceeded=True,
                              message="Usage limits cannot be checked right now; please try again in a moment.")
+
+
+def _turned_off(mode: str) -> LimitDecision:
+    return LimitDecision(True, bypassed=True, enforcement=mode, message="Unlimited: an administrator turned limits "
+                         "off here.")
 
 
 def _falls_back(decision: LimitDecision, ask: evaluate.Ask) -> bool:

@@ -67,11 +67,11 @@ class LimitChange:
 
 @dataclass
 class Applied:
-    """What the overrides say about one request (``Limiter.decide`` reads it)."""
+    """What the overrides say about one request (``Limiter.decide`` reads it). Usage resets are not here: the
+    decision's own reading applies them (:class:`dspy_tokens.store.reading.Reading`)."""
 
     bypassed: bool = False
     rules: list[Rule] = field(default_factory=list)
-    resets: dict = field(default_factory=dict)  # (scope, scope_id) -> (reset hour, {model or "": baseline})
 
     def apply(self, rules: list[Rule]) -> list[Rule]:
         replaced = {(r.scope, r.metric) for r in self.rules}
@@ -103,15 +103,22 @@ class Overrides:
         self.config = config
 
     # -- read at every decision ----------------------------------------------------------------------
-    def read(self, request: Request) -> Applied:
+    @staticmethod
+    def scopes(request: Request) -> list[tuple[str, int]]:
+        """The (scope, scope_id) keys whose overrides concern ``request``."""
         ids = {SCOPE_USER: request.user_id, SCOPE_GUILD: request.guild_id, SCOPE_CHANNEL: request.channel_id,
                SCOPE_FEATURE: feature_scope_id(request.feature) if request.feature else None, SCOPE_GLOBAL: 0}
-        rows = self.store.overrides.rows([(s, i) for s, i in ids.items() if i is not None])
+        return [(s, i) for s, i in ids.items() if i is not None]
+
+    def read(self, request: Request) -> Applied:
+        """The overrides of ``request``'s scopes, read in one statement of their own."""
+        return self.applied(self.store.windows.read([], [], None, self.scopes(request)).overrides)
+
+    def applied(self, rows: dict) -> Applied:
+        """What the override rows (of :meth:`scopes`, as a decision's reading holds them) say."""
         out = Applied()
         for (scope, sid), row in sorted(rows.items()):
             out.bypassed = out.bypassed or bool(row["bypass"])
-            if row["reset_hour"] is not None:
-                out.resets[(scope, sid)] = (row["reset_hour"], row.get("baselines", {}))
             window, hours = window_of(row["window"] or f"{self.config.time_window_days}d", False)
             for metric, column in ((TOKENS, "tokens"), (COST, "cost_pusd"), (REQUESTS, "requests")):
                 if row[column] is not None:

@@ -1,7 +1,8 @@
 """What limits read and hold: window sums over the hourly counters, reservations, and per-scope lock rows.
 
 Keys are plain values, never rules: a *hold key* ``(scope, scope_id, model)`` selects reservations, a *window key*
-``(scope, scope_id, model, start_hour)`` sums counters from ``start_hour`` on (``model`` None: every model).
+``(scope, scope_id, model, start_hour)`` sums counters from ``start_hour`` on (``model`` None: every model). What
+one decision reads is one statement (:meth:`LimitWindows.read`, built in :mod:`.reading`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import re
 import uuid
 import weakref
 from datetime import timedelta
+from typing import Sequence
 
 from ._db import classified, storage_errors, write_transaction
 from ._sql import db_now_sql
+from .reading import Reading, ScopeKey, Statement, WindowRead
 from .units import SCOPE_CHANNEL, SCOPE_FEATURE, SCOPE_GUILD, SCOPE_USER
 
 HoldKey = tuple  # (scope, scope_id, model | None)
@@ -113,40 +116,15 @@ class LimitWindows:
         return bool(done)
 
     @classified
-    def read(self, held: list[HoldKey], windows: list[WindowKey], now) -> tuple[dict, dict]:
-        """Active reservations per hold key -> (tokens, cost_pusd, calls) not yet committed, and counter sums per
-        window key -> (tokens, cost_pusd, unpriced_calls, calls), in ONE statement: one round trip and one
-        snapshot, so a run settling meanwhile is never counted zero times."""
-        p = self.db.param
-        parts, params = [], []
-        expiry, expiry_args = self._expiry(now, p)
-        left = "CASE WHEN {0} > committed_{0} THEN {0} - committed_{0} ELSE 0 END"
-        for scope, scope_id, model in held:
-            where, args = expiry, list(expiry_args)
-            column = HOLD_COLUMNS.get(scope)
-            if column is not None:
-                where += f" AND {column} = {p}"
-                args.append(scope_id)
-            if model is not None:
-                where += f" AND model = {p}"
-                args.append(model)
-            parts.append(f"SELECT COALESCE(SUM({left.format('tokens')}), 0), COALESCE(SUM({left.format('cost_pusd')}), "
-                         f"0), 0, COALESCE(SUM({left.format('calls')}), 0) FROM token_reservations WHERE {where}")
-            params += args
-        for scope, scope_id, model, start in windows:
-            table, extra, args = "token_usage_counters", "", [scope, scope_id, start]
-            if model is not None:
-                table, extra, args = "token_usage_model_counters", f" AND model = {p}", [scope, scope_id, model, start]
-            parts.append(f"SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_pusd), 0), "
-                         f"COALESCE(SUM(unpriced_calls), 0), COALESCE(SUM(calls), 0) FROM {table} "
-                         f"WHERE scope = {p} AND scope_id = {p}{extra} AND hour >= {p}")
-            params += args
-        # One row per part; the parts are scalar aggregates, so UNION ALL keeps their order on every backend.
-        sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS q{i}" for i, part in enumerate(parts))
-        rows = [tuple(int(v) for v in row) for row in self._query(sql, params)]
-        reserved = {key: (rows[i][0], rows[i][1], rows[i][3]) for i, key in enumerate(held)}
-        used = {key: rows[len(held) + i] for i, key in enumerate(windows)}
-        return reserved, used
+    def read(self, held: list[HoldKey], windows: list[WindowRead], now, scopes: Sequence[ScopeKey] = ()) -> Reading:
+        """Everything a decision reads, in ONE statement (one round trip, one snapshot, so a run settling meanwhile
+        is never counted zero times): the active reservations per hold key (not yet committed), the counter sums
+        per window, the override rows and reset baselines of ``scopes``, and the freeing hours asked for (see
+        :mod:`.reading`)."""
+        expiry, expiry_args = self._expiry(now, self.db.param)
+        statement = Statement(self.store.dialect, self.db.param, expiry, expiry_args, HOLD_COLUMNS)
+        sql, params = statement.build(held, list(windows), list(scopes))
+        return statement.decode(self._query(sql, params), held, list(windows))
 
     @classified
     def usage_by_hour(self, window: WindowKey, column: str) -> list[tuple[int, int]]:
