@@ -16,7 +16,8 @@ def test_a_range_is_cut_into_partial_days_whole_days_and_whole_months():
     assert plan_spans(at(2025, 3, 1), None) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None)]
     assert plan_spans(at(2025, 3, 12), None, now=NOW) == [Span(GRAIN_DAY, 20159, None)]  # today: day buckets onwards
     # Without a clock every day costs the same: March minus its first eleven days beats its last twenty.
-    assert plan_spans(at(2025, 3, 12), None) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None), Span(GRAIN_DAY, 20148, 20159, -1)]
+    assert plan_spans(at(2025, 3, 12), None) == [Span(GRAIN_MONTH, 2025 * 12 + 2, None),
+                                                 Span(GRAIN_DAY, 20148, 20159, -1)]
     assert plan_spans(None, None) == [Span(GRAIN_MONTH, None, None)]
     assert plan_spans(at(2025, 3, 12, 9), at(2025, 3, 12, 10)) == [Span("raw", at(2025, 3, 12, 9), at(2025, 3, 12, 10))]
     assert plan_spans(at(2025, 1, 15, 13), at(2025, 3, 3, 7)) == [

@@ -4,7 +4,7 @@ previous design (the window's hours read in a second query, summed oldest first 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
