@@ -84,6 +84,10 @@ class UsageWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # callers -> intake thread
         self._staged: queue.SimpleQueue = queue.SimpleQueue()  # intake thread (rows, journaled) -> committer
         self._journal_lock = threading.Lock()
+        # Set by the intake thread for what ends a gathering (a marker, a batch's worth of rows): the committer
+        # does not wake for every few rows staged.
+        self._wake = threading.Event()
+        self._unsignalled = 0
         self._pending: list[UsageRow] = []
         self._gathered_since = 0.0  # monotonic time the oldest row in _pending was taken
         self._settled: list[str] = []  # reservations to delete once the rows queued before them are committed
@@ -199,6 +203,10 @@ class UsageWriter:
                     log.exception("dspy-tokens: journaling %d rows failed", len(rows))
                 for item in staged:
                     self._staged.put(item)
+            self._unsignalled += len(rows)
+            if len(rows) < len(staged) or self._unsignalled >= self.batch_size:
+                self._unsignalled = 0
+                self._wake.set()
             if any(item is _STOP for item in items):
                 return
 
@@ -256,7 +264,12 @@ class UsageWriter:
 
     def _take(self, wait: float | None) -> None:
         """Move staged items into the committer's lists: wait up to ``wait`` s for the first (None: until one comes),
-        then take what is there (at most a few batches, so a flood never starves the writes)."""
+        then take what is there (at most a few batches, so a flood never starves the writes). While gathering,
+        wait for the intake thread's signal instead of each item."""
+        if wait and self._pending and self._gathering(time.monotonic()) > 0:
+            self._wake.wait(wait)
+            self._wake.clear()
+            wait = 0.0
         try:
             item = self._staged.get(timeout=wait) if wait is None or wait > 0 else self._staged.get_nowait()
         except queue.Empty:
