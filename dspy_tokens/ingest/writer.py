@@ -1,11 +1,9 @@
 """The background writer: the only place usage rows reach the database.
 
 Callers hand it finished calls through a lock-free queue (a few hundred ns). An intake thread turns them into
-rows (pricing included) and journals them; a committer thread writes them in batches. Both wake as seldom as the
-stream allows: the intake thread at most every ``INTAKE_INTERVAL`` (taking all that is queued: the records a
-SIGKILL can lose are those few milliseconds'), the committer gathering rows for up to ``COMMIT_INTERVAL`` or a
-batch per transaction, since one transaction per call costs ~10x the CPU per row of a batch; a flush, a settled
-reservation or close commits at once. Neither thread can die: an
+rows (pricing included) and journals them, waking at most every ``INTAKE_INTERVAL`` (a SIGKILL loses what
+waits that long); a committer thread gathers rows for up to ``COMMIT_INTERVAL`` or a batch per transaction (one
+per call costs ~10x the CPU per row); a flush, a settle or close commits at once. Neither thread can die: an
 unexpected error is logged and its loop starts again with every row it held. While the database is unavailable
 (unreachable, locked, read-only, full: the store's classification) rows wait in memory (bounded), then in spill
 files, and are written once it answers; rows it refuses as data are set aside in ``rejected-`` files, replayable
@@ -27,32 +25,13 @@ from ..store import Store, UsageRow
 from .backlog import Backlog
 from .health import Health, OutageLog
 from .journal import Journal, NoJournal
+from .markers import MARKERS, STOP, Flush, Settle
 
 log = logging.getLogger("dspy_tokens")
 
-_STOP = object()
 OUTAGE_CLOSE_SECONDS = 1.0  # how long close() still waits for a database that is unavailable
 INTAKE_INTERVAL = 0.002  # seconds: the intake thread wakes at most this often
 COMMIT_INTERVAL = 0.05  # seconds: the longest the committer gathers rows before a transaction
-
-
-class _Settle:
-    __slots__ = ("reservation_id",)
-
-    def __init__(self, reservation_id: str):
-        self.reservation_id = reservation_id
-
-
-def _urgent(item) -> bool:
-    """Markers that end the gathering of rows: what they wait for is committed at once."""
-    return item is _STOP or isinstance(item, (_Flush, _Settle))
-
-
-class _Flush:
-    __slots__ = ("event",)
-
-    def __init__(self):
-        self.event = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -91,7 +70,7 @@ class UsageWriter:
         self._pending: list[UsageRow] = []
         self._gathered_since = 0.0  # monotonic time the oldest row in _pending was taken
         self._settled: list[str] = []  # reservations to delete once the rows queued before them are committed
-        self._waiters: list[_Flush] = []
+        self._waiters: list[Flush] = []
         self._outage = OutageLog()
         self._stopping = False
         self._retry_at = 0.0  # no write before this (monotonic): backing off after a failure
@@ -111,13 +90,13 @@ class UsageWriter:
 
     def settle(self, reservation_id: str) -> None:
         """Delete a reservation in the same transaction as the rows submitted before this call."""
-        self._queue.put(_Settle(reservation_id))
+        self._queue.put(Settle(reservation_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted before this call is committed. False on timeout (DB unreachable)."""
         if not self._thread.is_alive():
             return not self._pending
-        marker = _Flush()
+        marker = Flush()
         self._queue.put(marker)
         return marker.event.wait(timeout)
 
@@ -130,7 +109,7 @@ class UsageWriter:
         if self._outage.active:
             timeout = OUTAGE_CLOSE_SECONDS if timeout is None else min(timeout, OUTAGE_CLOSE_SECONDS)
         committed = self.flush(timeout)
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join(timeout=max(5.0, timeout or 0))
         return committed
 
@@ -173,7 +152,7 @@ class UsageWriter:
         woke = 0.0
         while True:
             items = [self._queue.get()]
-            if not _urgent(items[0]):
+            if not (items[0] is STOP or isinstance(items[0], MARKERS)):
                 rest = woke + INTAKE_INTERVAL - time.monotonic()
                 if rest > 0:  # let the calls of the next milliseconds join this wake-up
                     time.sleep(rest)
@@ -186,7 +165,7 @@ class UsageWriter:
             staged, rows = [], []
             build = self.to_row
             for item in items:
-                if _urgent(item):
+                if item is STOP or isinstance(item, MARKERS):
                     staged.append(item)
                     continue
                 try:
@@ -207,7 +186,7 @@ class UsageWriter:
             if len(rows) < len(staged) or self._unsignalled >= self.batch_size:
                 self._unsignalled = 0
                 self._wake.set()
-            if any(item is _STOP for item in items):
+            if any(item is STOP for item in items):
                 return
 
     # -- committer thread ------------------------------------------------------------------------------
@@ -251,11 +230,11 @@ class UsageWriter:
         return max(0.0, self._gathered_since + COMMIT_INTERVAL - now)
 
     def _absorb(self, item) -> None:
-        if item is _STOP:
+        if item is STOP:
             self._stopping = True
-        elif isinstance(item, _Flush):
+        elif isinstance(item, Flush):
             self._waiters.append(item)
-        elif isinstance(item, _Settle):
+        elif isinstance(item, Settle):
             self._settled.append(item.reservation_id)
         else:
             if not self._pending:
@@ -411,7 +390,7 @@ class UsageWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is _STOP or isinstance(item, (_Flush, _Settle)):
+            if item is STOP or isinstance(item, (Flush, Settle)):
                 self._absorb(item)
                 continue
             try:
