@@ -63,10 +63,8 @@ class UsageWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # callers -> intake thread
         self._staged: queue.SimpleQueue = queue.SimpleQueue()  # intake thread (rows, journaled) -> committer
         self._journal_lock = threading.Lock()
-        # Set by the intake thread for what ends a gathering (a marker, a batch's worth of rows): the committer
-        # does not wake for every few rows staged.
-        self._wake = threading.Event()
-        self._unsignalled = 0
+        # Set by the intake thread for what ends a gathering (a marker, a batch of rows), not for every row staged.
+        self._wake, self._unsignalled = threading.Event(), 0
         self._pending: list[UsageRow] = []
         self._gathered_since = 0.0  # monotonic time the oldest row in _pending was taken
         self._settled: list[str] = []  # reservations to delete once the rows queued before them are committed
@@ -149,19 +147,20 @@ class UsageWriter:
     # -- intake thread: calls -> rows -> journal -> committer ------------------------------------------
     def _intake_loop(self) -> None:
         """Build rows and journal them as fast as calls arrive, even while the committer waits on the database."""
-        woke = 0.0
+        woke, full = 0.0, False
         while True:
             items = [self._queue.get()]
-            if not (items[0] is STOP or isinstance(items[0], MARKERS)):
+            if not (full or items[0] is STOP or isinstance(items[0], MARKERS)):
                 rest = woke + INTAKE_INTERVAL - time.monotonic()
                 if rest > 0:  # let the calls of the next milliseconds join this wake-up
                     time.sleep(rest)
             woke = time.monotonic()
-            while True:
+            while len(items) < self.batch_size:  # a batch at a time: the committer starts on it meanwhile
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            full = len(items) >= self.batch_size
             staged, rows = [], []
             build = self.to_row
             for item in items:
