@@ -12,13 +12,15 @@ Baselines, time-boxed, in the same run and on the same database server, with the
 * one commit per row on an open connection (SQLite in WAL mode with ``synchronous=NORMAL``, as the library opens
   it): what batching alone buys, without the cost of connecting (35 ms per connection to MariaDB here).
 * driver batch insert (ceiling): the same rows, already built and priced, with their counter and rollup upserts
-  already summed, written into the same schema on the same server by the driver alone (``executemany`` on SQLite,
-  ``execute_values`` on PostgreSQL/MariaDB's ``executemany``), 1,000 rows per transaction: what the database
+  already summed, written into the same schema on the same server by the driver alone (``executemany`` on SQLite
+  and MariaDB; on PostgreSQL ``COPY`` for the rows, ``execute_values`` for the upserts), 1,000 rows per
+  transaction: what the database
   itself takes, with none of our Python (row building, journal, aggregation) on the way.
 """
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from datetime import datetime, timezone
@@ -125,7 +127,7 @@ class _Ceiling:
         store.close()
         self.backend = backend
         param = "?" if backend == "sqlite" else "%s"
-        self.insert = insert_sql(backend, param, "token_usage", ROW_COLUMNS)
+        self.insert, self.columns = insert_sql(backend, param, "token_usage", ROW_COLUMNS), ROW_COLUMNS
         self.upserts = (
             ("counters", upsert_sql(backend, param, "token_usage_counters", ("scope", "scope_id", "hour"),
                                     COUNTER_MEASURES)),
@@ -175,10 +177,19 @@ class _Ceiling:
         for tuples, tables in batches:
             if self.backend == "sqlite":
                 cur.execute("BEGIN IMMEDIATE")
-            self._many(cur, self.insert, tuples)
+            self._rows(cur, tuples)
             for (_, sql), params in zip(self.upserts, tables):
                 self._many(cur, sql, params)
             self.conn.commit() if self.backend != "sqlite" else cur.execute("COMMIT")
+
+    def _rows(self, cur, tuples) -> None:
+        if self.backend != "postgresql":
+            return self._many(cur, self.insert, tuples)
+        escapes = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+        text = "".join("\t".join("\\N" if v is None else ("t" if v else "f") if isinstance(v, bool)
+                                  else v.translate(escapes) if isinstance(v, str) else str(v) for v in row) + "\n"
+                       for row in tuples)
+        cur.copy_expert(f"COPY token_usage ({', '.join(self.columns)}) FROM STDIN", io.StringIO(text))
 
     def _many(self, cur, sql, params) -> None:
         if self.backend == "postgresql":
