@@ -12,6 +12,10 @@ and handed to its writer after the round, then ``flush()``ed, outside the timing
 is the same tracker unmodified, its writer thread committing during the round: on a 2-core machine the writer's
 Python work (row building, journal, SQL) competes with the caller for the GIL, and that figure shows how much.
 
+``CPU per recorded call`` is what recording costs the process in all its threads (caller, intake, committer):
+on DSPy cache hits, the process CPU (``time.process_time()``) of a block of calls through the live tracker,
+``flush()`` included, minus that of the same block under the no-op callback, in interleaved rounds.
+
 Also reported: the time spent inside the tracker's own callback methods per call, from separately instrumented
 rounds (each ``on_*`` method wrapped with a ``perf_counter`` pair).
 """
@@ -108,6 +112,31 @@ def run(ctx: Context) -> list[Figure]:
                         settle()
                 if cached:
                     assert server.answered == answered_before, "the cache-hit rounds reached the server"
+                if cached:
+                    cpu = {"TokenTracker": [], "no-op callback": []}
+                    for r in range(rounds):
+                        order = ["TokenTracker", "no-op callback"][::1 if r % 2 == 0 else -1]
+                        for name in order:
+                            callbacks = [live_tracker] if name == "TokenTracker" else variants["no-op callback"]
+                            settle()
+                            start_cpu = time.process_time()
+                            batch(callbacks, calls)
+                            if name == "TokenTracker":
+                                assert live_tracker.flush(60), live_tracker.stats.last_error
+                            cpu[name].append((time.process_time() - start_cpu) / calls * 1e6)
+                    ours_cpu, noop_cpu = Stat(cpu["TokenTracker"]), Stat(cpu["no-op callback"])
+                    added_cpu = Stat([a - b for a, b in zip(cpu["TokenTracker"], cpu["no-op callback"])])
+                    figures += [
+                        Figure("overhead", f"{label}: CPU per recorded call, all threads, flush included", "µs/call",
+                               added_cpu, None, notes=f"process CPU of a {calls}-call block with the live tracker "
+                               f"minus the same block with a no-op callback, {rounds} interleaved rounds"),
+                        Figure("overhead", f"{label}: process CPU per call, TokenTracker block vs no-op block",
+                               "µs/call", ours_cpu, noop_cpu, "no-op callback block",
+                               notes="time.process_time(), all threads, flush included"),
+                    ]
+                    ctx.say(f"    {label}: process CPU per call: TokenTracker block {ours_cpu.median:.0f} µs, "
+                            f"no-op block {noop_cpu.median:.0f} µs, added {added_cpu.median:.0f} µs "
+                            f"({added_cpu.min:.0f}–{added_cpu.max:.0f})")
                 inside = []
                 for _ in range(rounds):
                     probe.seconds = 0.0

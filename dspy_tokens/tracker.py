@@ -80,6 +80,8 @@ class TokenTracker(CallRecorder):
         self._spill_dir = Path(spill_dir) if spill_dir else default_spill_dir(self._store)
         self._writer_options: dict[str, Any] = dict(max_buffer=max_buffer, batch_size=batch_size)
         self._start_writer()
+        # LiteLLM's import and map hash (~2 s) on their own thread, not in front of the first call's row.
+        threading.Thread(target=self._prices.warm, name="dspy-tokens-prices", daemon=True).start()
 
     def _start_writer(self) -> None:
         self._writer = UsageWriter(self._store, self._rows.build, self._spill_dir, **self._writer_options,

@@ -77,3 +77,20 @@ def test_models_json_overrides_only_the_rates_it_names(tmp_path):
     from decimal import Decimal
     assert cost.source == SOURCE_CONFIG
     assert cost.usd == 400 * Decimal("1e-06") + 600 * Decimal("7.5e-08") + 100 * Decimal("2e-06")
+
+
+def test_a_rate_card_gives_rates_for_answer_on_each_side_of_every_threshold_and_tier():
+    """The rate card (resolved once per model, reported model and tier) prices every prompt size as ``rates_for``
+    does: below, at and above each long-context threshold, per service tier."""
+    from dspy_tokens.pricing.rates import RateCard, rates_for
+
+    entry = {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
+             "input_cost_per_token_above_128k_tokens": 1.5e-06, "output_cost_per_token_above_128k_tokens": 3e-06,
+             "input_cost_per_token_above_200k_tokens": 2e-06, "output_cost_per_token_above_200k_tokens": 4e-06,
+             "input_cost_per_token_priority": 5e-06, "output_cost_per_token_priority": 6e-06,
+             "input_cost_per_token_above_200k_tokens_priority": 7e-06, "cache_read_input_token_cost": 1e-07}
+    for tier in (None, "priority", "flex", "fast"):
+        card = RateCard(entry, tier)
+        for prompt in (0, 128_000, 128_001, 200_000, 200_001, 5_000_000, 100):
+            assert card.rates(prompt) == rates_for(entry, prompt, tier), (tier, prompt)
+    assert RateCard(entry, "priority").rates(200_001).input != RateCard(entry, None).rates(200_001).input

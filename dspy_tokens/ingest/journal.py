@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import orjson
+
 from ..store import UsageRow
 from .rows import storable
 
@@ -29,6 +31,8 @@ except ImportError:  # pragma: no cover - not POSIX: dead journals are not recog
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("dspy_tokens")
+_orjson_dumps = orjson.dumps
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME  # datetimes go through _default, as json writes them
 
 SUFFIX = ".jsonl"
 RETRY_SECONDS = 30.0  # a journal that could not be opened is tried again after this long
@@ -56,6 +60,19 @@ def _default(value):
 
 def encode(row: UsageRow) -> str:
     return json.dumps(row._asdict(), default=_default, separators=(",", ":"))
+
+
+def encode_lines(rows: list[UsageRow]) -> bytes:
+    """JSON lines of ``rows``, UTF-8: orjson's (~3x faster than json's on the intake thread, same lines once
+    decoded), else json's for a row orjson refuses (an integer beyond 64 bits)."""
+    fields, parts = UsageRow._fields, []
+    for row in rows:
+        try:
+            parts.append(_orjson_dumps(dict(zip(fields, row)), default=_default, option=_PASSTHROUGH))
+        except TypeError:
+            parts.append(encode(row).encode("utf-8"))
+    parts.append(b"")
+    return b"\n".join(parts)
 
 
 def _hook(obj):
@@ -204,7 +221,7 @@ class Journal:
         return fd
 
     def _write(self, rows: list[UsageRow]) -> None:
-        data = "".join(encode(row) + "\n" for row in rows).encode("utf-8")
+        data = encode_lines(rows)
         fd = self._fd if self._fd is not None else self._open()
         try:
             write_all(fd, data)

@@ -22,6 +22,7 @@ ALL_ZERO = "provider reported all-zero usage"
 #: Models whose all-zero usage was warned about, in this process: test doubles (DSPy's DummyLM) report zeros on
 #: every call, and a test suite builds a tracker per test.
 _zero_told: set[str] = set()
+_TEXT_COLUMNS = tuple((UsageRow._fields.index(name), name, limit) for name, limit in TEXT_LIMITS.items())
 
 
 def clean_text(value: str, limit: int | None = None) -> str:
@@ -38,9 +39,10 @@ def storable(row: UsageRow) -> UsageRow:
     """The row with every text column cleaned (:func:`clean_text`) to fit its column: provider text (a model
     name, an error message) and user text (a feature) can never make a call unstorable."""
     changes: dict[str, Any] = {}
-    for name, limit in TEXT_LIMITS.items():
-        value = getattr(row, name)
-        if isinstance(value, str):
+    for index, name, limit in _TEXT_COLUMNS:
+        value = row[index]
+        # Short ASCII text without NUL (nearly all of it) is stored as it is: no copy made.
+        if isinstance(value, str) and (len(value) > limit or "\x00" in value or not value.isascii()):
             cleaned = clean_text(value, limit)
             if cleaned != value:
                 changes[name] = cleaned

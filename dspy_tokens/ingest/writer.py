@@ -1,7 +1,9 @@
 """The background writer: the only place usage rows reach the database.
 
 Callers hand it finished calls through a lock-free queue (a few hundred ns). An intake thread turns them into
-rows (pricing included) and journals them; a committer thread writes them in batches. Neither thread can die: an
+rows (pricing included) and journals them, waking at most every ``INTAKE_INTERVAL`` (a SIGKILL loses what
+waits that long); a committer thread gathers rows for up to ``COMMIT_INTERVAL`` or a batch per transaction (one
+per call costs ~10x the CPU per row); a flush, a settle or close commits at once. Neither thread can die: an
 unexpected error is logged and its loop starts again with every row it held. While the database is unavailable
 (unreachable, locked, read-only, full: the store's classification) rows wait in memory (bounded), then in spill
 files, and are written once it answers; rows it refuses as data are set aside in ``rejected-`` files, replayable
@@ -23,25 +25,13 @@ from ..store import Store, UsageRow
 from .backlog import Backlog
 from .health import Health, OutageLog
 from .journal import Journal, NoJournal
+from .markers import MARKERS, STOP, Flush, Settle
 
 log = logging.getLogger("dspy_tokens")
 
-_STOP = object()
 OUTAGE_CLOSE_SECONDS = 1.0  # how long close() still waits for a database that is unavailable
-
-
-class _Settle:
-    __slots__ = ("reservation_id",)
-
-    def __init__(self, reservation_id: str):
-        self.reservation_id = reservation_id
-
-
-class _Flush:
-    __slots__ = ("event",)
-
-    def __init__(self):
-        self.event = threading.Event()
+INTAKE_INTERVAL = 0.002  # seconds: the intake thread wakes at most this often
+COMMIT_INTERVAL = 0.05  # seconds: the longest the committer gathers rows before a transaction
 
 
 @dataclass(frozen=True)
@@ -73,9 +63,12 @@ class UsageWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # callers -> intake thread
         self._staged: queue.SimpleQueue = queue.SimpleQueue()  # intake thread (rows, journaled) -> committer
         self._journal_lock = threading.Lock()
+        # Set by the intake thread for what ends a gathering (a marker, a batch of rows), not for every row staged.
+        self._wake, self._unsignalled = threading.Event(), 0
         self._pending: list[UsageRow] = []
+        self._gathered_since = 0.0  # monotonic time the oldest row in _pending was taken
         self._settled: list[str] = []  # reservations to delete once the rows queued before them are committed
-        self._waiters: list[_Flush] = []
+        self._waiters: list[Flush] = []
         self._outage = OutageLog()
         self._stopping = False
         self._retry_at = 0.0  # no write before this (monotonic): backing off after a failure
@@ -95,13 +88,13 @@ class UsageWriter:
 
     def settle(self, reservation_id: str) -> None:
         """Delete a reservation in the same transaction as the rows submitted before this call."""
-        self._queue.put(_Settle(reservation_id))
+        self._queue.put(Settle(reservation_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted before this call is committed. False on timeout (DB unreachable)."""
         if not self._thread.is_alive():
             return not self._pending
-        marker = _Flush()
+        marker = Flush()
         self._queue.put(marker)
         return marker.event.wait(timeout)
 
@@ -114,7 +107,7 @@ class UsageWriter:
         if self._outage.active:
             timeout = OUTAGE_CLOSE_SECONDS if timeout is None else min(timeout, OUTAGE_CLOSE_SECONDS)
         committed = self.flush(timeout)
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join(timeout=max(5.0, timeout or 0))
         return committed
 
@@ -154,20 +147,28 @@ class UsageWriter:
     # -- intake thread: calls -> rows -> journal -> committer ------------------------------------------
     def _intake_loop(self) -> None:
         """Build rows and journal them as fast as calls arrive, even while the committer waits on the database."""
+        woke, full = 0.0, False
         while True:
             items = [self._queue.get()]
-            while len(items) < self.batch_size:
+            if not (full or items[0] is STOP or isinstance(items[0], MARKERS)):
+                rest = woke + INTAKE_INTERVAL - time.monotonic()
+                if rest > 0:  # let the calls of the next milliseconds join this wake-up
+                    time.sleep(rest)
+            woke = time.monotonic()
+            while len(items) < self.batch_size:  # a batch at a time: the committer starts on it meanwhile
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            full = len(items) >= self.batch_size
             staged, rows = [], []
+            build = self.to_row
             for item in items:
-                if item is _STOP or isinstance(item, (_Flush, _Settle)):
+                if item is STOP or isinstance(item, MARKERS):
                     staged.append(item)
                     continue
                 try:
-                    row = self.to_row(item)
+                    row = build(item)
                 except Exception:  # a bug in row building must not kill the writer or lose the others
                     log.exception("dspy-tokens: could not build a usage row for %r", item)
                     continue
@@ -180,7 +181,11 @@ class UsageWriter:
                     log.exception("dspy-tokens: journaling %d rows failed", len(rows))
                 for item in staged:
                     self._staged.put(item)
-            if any(item is _STOP for item in items):
+            self._unsignalled += len(rows)
+            if len(rows) < len(staged) or self._unsignalled >= self.batch_size:
+                self._unsignalled = 0
+                self._wake.set()
+            if any(item is STOP for item in items):
                 return
 
     # -- committer thread ------------------------------------------------------------------------------
@@ -192,10 +197,12 @@ class UsageWriter:
             if idle:
                 wait = None if save_due is None else max(0.0, save_due - now)
             else:
-                wait = max(0.0, self._retry_at - now)
+                wait = max(0.0, self._retry_at - now, self._gathering(now))
             self._take(wait)
             if self._stopping:
                 break
+            if self._gathering(time.monotonic()) > 0:  # fewer, larger transactions
+                continue
             if save_due is not None and time.monotonic() >= save_due:
                 self.backlog.save_rejected()
             if time.monotonic() < self._retry_at:  # backing off: only keep memory bounded
@@ -214,19 +221,33 @@ class UsageWriter:
             self._release_waiters()
         self._finish()
 
+    def _gathering(self, now: float) -> float:
+        """How much longer to gather rows before committing (0: commit now)."""
+        if not self._pending or self._waiters or self._settled or len(self._pending) >= self.batch_size \
+                or self.backlog.waiting or now < self._retry_at:
+            return 0.0
+        return max(0.0, self._gathered_since + COMMIT_INTERVAL - now)
+
     def _absorb(self, item) -> None:
-        if item is _STOP:
+        if item is STOP:
             self._stopping = True
-        elif isinstance(item, _Flush):
+        elif isinstance(item, Flush):
             self._waiters.append(item)
-        elif isinstance(item, _Settle):
+        elif isinstance(item, Settle):
             self._settled.append(item.reservation_id)
         else:
+            if not self._pending:
+                self._gathered_since = time.monotonic()
             self._pending.append(item)
 
     def _take(self, wait: float | None) -> None:
         """Move staged items into the committer's lists: wait up to ``wait`` s for the first (None: until one comes),
-        then take what is there (at most a few batches, so a flood never starves the writes)."""
+        then take what is there (at most a few batches, so a flood never starves the writes). While gathering,
+        wait for the intake thread's signal instead of each item."""
+        if wait and self._pending and self._gathering(time.monotonic()) > 0:
+            self._wake.wait(wait)
+            self._wake.clear()
+            wait = 0.0
         try:
             item = self._staged.get(timeout=wait) if wait is None or wait > 0 else self._staged.get_nowait()
         except queue.Empty:
@@ -368,7 +389,7 @@ class UsageWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is _STOP or isinstance(item, (_Flush, _Settle)):
+            if item is STOP or isinstance(item, (Flush, Settle)):
                 self._absorb(item)
                 continue
             try:

@@ -23,7 +23,7 @@ from ..config import Config, ModelEntry
 from ..errors import ConfigurationError
 from . import price_map
 from .cost import compute_cost
-from .rates import Rates, rates_for
+from .rates import RateCard, Rates
 
 log = logging.getLogger("dspy_tokens")
 
@@ -79,6 +79,8 @@ class PriceBook:
     def __init__(self, config: Config):
         self.config = config
         self._cache: dict[tuple[str | None, str | None], PriceEntry | None] = {}
+        # (model, reported model, service tier) -> (entry, its rate card), or None: what pricing a call reads
+        self._cards: dict[tuple[str | None, str | None, str | None], tuple[PriceEntry, RateCard] | None] = {}
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._version: str | None = None
@@ -136,19 +138,39 @@ class PriceBook:
     def rates(self, model: str | None, response_model: str | None = None, prompt_tokens: int = 0,
               service_tier: str | None = None) -> tuple[Rates, str, str] | None:
         """(rates, source, priced model) for a call with ``prompt_tokens`` served at ``service_tier``, or None."""
-        found = self.entry(model, response_model)
-        if found is None:
+        card = self._card(model, response_model, service_tier)
+        if card is None:
             return None
-        rates = rates_for(found.prices, prompt_tokens, service_tier)
+        found, rate_card = card
+        rates = rate_card.rates(prompt_tokens)
         return None if rates is None else (rates, found.source, found.priced_model)
+
+    def _card(self, model: str | None, response_model: str | None,
+              service_tier: str | None) -> tuple[PriceEntry, RateCard] | None:
+        key = (model, response_model, service_tier)
+        try:
+            return self._cards[key]
+        except KeyError:
+            found = self.entry(model, response_model)
+            card = None if found is None else (found, RateCard(found.prices, service_tier))
+            self._cards[key] = card
+            return card
+
+    def warm(self) -> None:
+        """Import LiteLLM and hash its map now (~2 s the first time in a process), so the first call priced
+        does not wait for it. Never raises: pricing reports its own failures when it runs."""
+        try:
+            self.price_version  # noqa: B018 - computed and kept
+        except Exception:  # noqa: BLE001
+            log.debug("dspy-tokens: warming the price map failed", exc_info=True)
 
     def cost(self, counts: TokenCounts, model: str | None, response_model: str | None = None,
              cache_hit: bool = False) -> Cost:
         if cache_hit:
             return Cost(ZERO, SOURCE_CACHE_HIT)
         version = self.price_version
-        found = self.entry(model, response_model)
-        rates = None if found is None else rates_for(found.prices, counts.prompt or 0, counts.service_tier)
+        card = self._card(model, response_model, counts.service_tier)
+        found, rates = (None, None) if card is None else (card[0], card[1].rates(counts.prompt or 0))
         if found is None or rates is None:
             self._warn_once(model or response_model or "<no model>", "unpriced")
             return Cost(None, SOURCE_UNKNOWN, price_version=version)

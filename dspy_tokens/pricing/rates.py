@@ -59,9 +59,9 @@ def _threshold_tokens(text: str) -> int:
     return int(match.group(1)) * (1000 if match.group(2) else 1)
 
 
-def crossed_threshold(entry: Mapping[str, Any], prompt_tokens: int, tier_suffix: str) -> str | None:
-    """The highest long-context threshold (``"200k"``) a prompt of ``prompt_tokens`` exceeds, if the entry has any."""
-    best: tuple[int, str] | None = None
+def thresholds(entry: Mapping[str, Any], tier_suffix: str) -> list[tuple[int, str]]:
+    """The long-context thresholds of an entry under a tier suffix: (tokens, ``"200k"``), lowest first."""
+    found: dict[int, str] = {}
     for key, value in entry.items():
         if not key.startswith(THRESHOLD_PREFIXES) or value is None or "_above_1hr" in key:
             continue
@@ -71,10 +71,21 @@ def crossed_threshold(entry: Mapping[str, Any], prompt_tokens: int, tier_suffix:
         rest = key[match.end():]
         if rest and rest != tier_suffix:
             continue
-        tokens = _threshold_tokens(key)
-        if prompt_tokens > tokens and (best is None or tokens > best[0]):
-            best = (tokens, match.group(1) + match.group(2))
-    return best[1] if best else None
+        found.setdefault(_threshold_tokens(key), match.group(1) + match.group(2))
+    return sorted(found.items())
+
+
+def crossed_threshold(entry: Mapping[str, Any], prompt_tokens: int, tier_suffix: str) -> str | None:
+    """The highest long-context threshold (``"200k"``) a prompt of ``prompt_tokens`` exceeds, if the entry has any."""
+    return _crossed(thresholds(entry, tier_suffix), prompt_tokens)
+
+
+def _crossed(levels: list[tuple[int, str]], prompt_tokens: int) -> str | None:
+    crossed = None
+    for tokens, label in levels:
+        if prompt_tokens > tokens:
+            crossed = label
+    return crossed
 
 
 class _Reader:
@@ -126,6 +137,24 @@ def rates_for(entry: Mapping[str, Any], prompt_tokens: int, service_tier: str | 
         image_output=_or(read.get("output_cost_per_image_token"), text_out),
         per_request=_or(read.get("input_cost_per_request"), Decimal(0)),
         tier=threshold)
+
+
+class RateCard:
+    """The rates of one entry under one service tier, resolved once per long-context threshold: pricing a call
+    then reads no map key (``rates_for`` per call walks the whole entry)."""
+
+    def __init__(self, entry: Mapping[str, Any], service_tier: str | None):
+        self.entry, self.service_tier = entry, service_tier
+        self.levels = thresholds(entry, _Reader(entry, service_tier).suffix)
+        self._rates: dict[str | None, Rates | None] = {}
+
+    def rates(self, prompt_tokens: int) -> Rates | None:
+        threshold = _crossed(self.levels, prompt_tokens) if self.levels else None
+        try:
+            return self._rates[threshold]
+        except KeyError:
+            found = self._rates[threshold] = rates_for(self.entry, prompt_tokens, self.service_tier)
+            return found
 
 
 def _or(value: Decimal | None, default: Decimal) -> Decimal:

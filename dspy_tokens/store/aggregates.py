@@ -7,8 +7,8 @@ cells, so a batch from a few users, models and features costs little more than o
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import add
 from typing import Iterable
 
 from .units import (
@@ -45,11 +45,7 @@ def measures_of(row) -> tuple[int, ...]:
 
 def _add(target: dict, key: tuple, values) -> None:
     acc = target.get(key)
-    if acc is None:
-        target[key] = list(values)
-    else:
-        for i, value in enumerate(values):
-            acc[i] += value
+    target[key] = list(values) if acc is None else list(map(add, acc, values))
 
 
 @dataclass
@@ -75,7 +71,7 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
         _add(cells, (hour_of(row.created_at), row.user_id, row.guild_id, row.model, row.feature or "",
                      row.channel_id, getattr(row, "request_type", None) or "chat"), measures_of(row))
     out = Deltas()
-    daily: dict[tuple, list[int]] = defaultdict(lambda: [0] * WIDTH)
+    daily: dict[tuple, list[int]] = {}
     for (hour, user, guild, model, feature, channel, request_type), values in cells.items():
         counted = [values[i] for i in COUNTER_OF_MEASURES]
         scopes = [(SCOPE_GLOBAL, 0)]
@@ -95,11 +91,9 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
             _add(out.rollups, (GRAIN_DAY, ROLLUP_SCOPES["request_type"], day, request_type), values)
             _add(out.rollups, (GRAIN_MONTH, ROLLUP_SCOPES["request_type"], month_of(date_of_day(day)), request_type),
                  values)
-            acc = daily[(hour // 24, NO_ID if user is None else user, NO_ID if guild is None else guild, model,
-                         feature)]
-            for i, value in enumerate(values):
-                acc[i] += value
-    out.daily = dict(daily)
+            _add(daily, (day, NO_ID if user is None else user, NO_ID if guild is None else guild, model, feature),
+                 values)
+    out.daily = daily
     for (day, user, guild, model, feature), values in out.daily.items():
         month = month_of(date_of_day(day))
         for scope, key in ((SCOPE_GLOBAL, ""), (SCOPE_USER, "" if user == NO_ID else str(user)),

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from . import aggregates, migrations, prune, rebuild
 from ._db import classify, dialect, open_database, redact, resolve_url, sqlite_path, storage_errors
-from ._sql import executemany, insert_sql, upsert_sql
+from ._sql import copy_rows, executemany, insert_sql, upsert_sql
 from .alerts import AlertLedger
 from .costs import CostRewriter
 from .overrides import OverrideTable
@@ -202,7 +202,11 @@ class Store:
                 fresh = self._fresh(rows) if rows else []
                 if fresh:
                     cursor = self.db.cursor()
-                    executemany(self.dialect, cursor, self._insert_sql, [self._db_row(r) for r in fresh])
+                    values = [self._db_row(r) for r in fresh]
+                    if self.dialect == "postgresql":  # COPY: ~2x faster than execute_values' per-row formatting
+                        copy_rows(cursor, "token_usage", ROW_COLUMNS, values)
+                    else:
+                        executemany(self.dialect, cursor, self._insert_sql, values)
                     self.add_aggregates(cursor, aggregates.deltas(fresh))
                     charged = self._charge_reservations(fresh)
                 if settled:
@@ -247,6 +251,8 @@ class Store:
                      if row.call_uuid in self._call_owners}
         charged = list(owner)
         uuids = [row.call_uuid for row in rows if row.call_uuid not in owner]
+        if uuids and self.db.execute_sql("SELECT 1 FROM token_reservation_calls LIMIT 1").fetchone() is None:
+            uuids = []  # no guarded call anywhere: one probe instead of a lookup per chunk of rows
         for start in range(0, len(uuids), LOOKUP_CHUNK):
             chunk = uuids[start:start + LOOKUP_CHUNK]
             owner.update(self.db.execute_sql(

@@ -3,6 +3,7 @@ and the measures every aggregate keeps."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -38,12 +39,15 @@ COUNTER_OF_MEASURES = (0, 3, 6, 7)
 def stored_time(value: datetime, sqlite: bool):
     """The stored form of a UTC-aware time: naive UTC; fixed-width text with microseconds on SQLite (so text
     order is time order)."""
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}; pass a UTC-aware datetime")
-    naive = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else naive
+    if value.tzinfo is not timezone.utc:
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; pass a UTC-aware datetime")
+        value = value.astimezone(timezone.utc)
+    naive = value.replace(tzinfo=None)
+    return naive.isoformat(" ", "microseconds") if sqlite else naive  # isoformat: ~5x faster than strftime
 
 
+@functools.lru_cache(maxsize=4096)
 def feature_scope_id(feature: str) -> int:
     """The counter scope id of a feature name: a stable 63-bit hash (counters key scopes by integer)."""
     return int.from_bytes(hashlib.blake2b(feature[:100].encode(), digest_size=8).digest(), "big") >> 1

@@ -119,6 +119,19 @@ class TestCodec:
         row = UsageRow(**seed_row(user_id=2**63 - 1, cost_usd=Decimal("0.000000123456"), cache_hit=True))
         assert decode(encode(row)) == row
 
+    def test_journal_lines_read_back_as_the_rows_written_awkward_text_and_big_counts_included(self):
+        """The journal's batch encoding (orjson, json for what orjson refuses) gives lines ``decode`` reads back
+        exactly: non-ASCII, quotes, newlines and a token count beyond 64 bits."""
+        from dspy_tokens.ingest.journal import decode, encode, encode_lines
+        from dspy_tokens.store import UsageRow
+
+        rows = [UsageRow(**seed_row(feature='caf\u00e9 "\\n"\n\t\u2603', cost_usd=Decimal("0.000000123456"))),
+                UsageRow(**seed_row(prompt_tokens=2**70, error="line one\nline two")),
+                UsageRow(**seed_row(user_id=None, cost_usd=None))]
+        lines = encode_lines(rows).decode("utf-8").split("\n")
+        assert lines[-1] == "" and [decode(line) for line in lines[:-1]] == rows
+        assert [json.loads(line) for line in lines[:-1]] == [json.loads(encode(row)) for row in rows]
+
     def test_a_newer_versions_line_with_extra_columns_keeps_its_row(self):
         """Keys this version does not know (a newer version's columns) are ignored; the row is kept."""
         from dspy_tokens.ingest.journal import decode
