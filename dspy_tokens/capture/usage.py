@@ -161,8 +161,8 @@ def normalize_usage(usage: Any, service_tier: str | None = None) -> TokenCounts:
         if total is not None and grown != prompt and total == prompt + (completion or 0):
             total = grown + (completion or 0)
         prompt = grown
-    else:
-        parts = dict.fromkeys(("cached", "cache_write", "cache_write_1h", "audio_input", "image_input"), 0)
+    else:  # the parts are still what the provider said, though nothing bounds them
+        _, parts = _prompt_parts(usage, 0)
     total = _consistent_total(prompt, completion, total, problems)
     if prompt is not None and sum(parts[k] for k in ("cached", "cache_write", "audio_input", "image_input")) > prompt:
         problems.append("cached_tokens > prompt_tokens" if parts["cached"] > prompt
