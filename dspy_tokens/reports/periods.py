@@ -100,37 +100,33 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
     def length(lo: datetime, hi: datetime) -> timedelta:  # how much of [lo, hi) can hold rows
         return max(timedelta(0), (hi if now is None else min(hi, now)) - lo)
 
-    def outside_is_smaller(inside: timedelta, outside: timedelta) -> bool:
-        return subtract and outside < inside
+    def partial_day(day: int, lo: datetime, hi: datetime) -> tuple[bool, list[Span]]:
+        """The range's part ``[lo, hi)`` of ``day``: (whether the day's bucket is read, the raw spans beside it)."""
+        start, stop = midnight_of_day(day), midnight_of_day(day + 1)
+        outside = [(a, b) for a, b in ((start, lo), (hi, stop)) if a < b]
+        if not subtract or sum((length(a, b) for a, b in outside), timedelta(0)) >= length(lo, hi):
+            return False, [Span(RAW, lo, hi)]
+        return True, [Span(RAW, a, b, -1) for a, b in outside]
 
-    spans: list[Span] = []
     if since is not None and until is not None and day_of(since) == day_of(until - timedelta(microseconds=1)):
         day = day_of(since)
-        start, stop = midnight_of_day(day), midnight_of_day(day + 1)
-        if (since, until) != (start, stop):  # inside one day
-            if not outside_is_smaller(length(since, until), length(start, since) + length(until, stop)):
-                return [Span(RAW, since, until)]
-            return [Span(GRAIN_DAY, day, day + 1)] + [
-                Span(RAW, lo, hi, -1) for lo, hi in ((start, since), (until, stop)) if lo < hi]
+        if (since, until) != (midnight_of_day(day), midnight_of_day(day + 1)):  # inside one day
+            taken, parts = partial_day(day, since, until)
+            return ([Span(GRAIN_DAY, day, day + 1)] if taken else []) + parts
+    spans: list[Span] = []
     first_day = end_day = None
     if since is not None:
         first_day = day_of(since)
-        start, stop = midnight_of_day(first_day), midnight_of_day(first_day + 1)
-        if since != start:
-            if outside_is_smaller(length(since, stop), length(start, since)):
-                spans.append(Span(RAW, start, since, -1))
-            else:
-                spans.append(Span(RAW, since, stop))
-                first_day += 1
+        if since != midnight_of_day(first_day):
+            taken, edge = partial_day(first_day, since, midnight_of_day(first_day + 1))
+            spans += edge
+            first_day += 0 if taken else 1
     if until is not None:
         end_day = day_of(until)
-        start, stop = midnight_of_day(end_day), midnight_of_day(end_day + 1)
-        if until != start:
-            if outside_is_smaller(length(start, until), length(until, stop)):
-                spans.append(Span(RAW, until, stop, -1))
-                end_day += 1
-            else:
-                spans.append(Span(RAW, start, until))
+        if until != midnight_of_day(end_day):
+            taken, edge = partial_day(end_day, midnight_of_day(end_day), until)
+            spans += edge
+            end_day += 1 if taken else 0
     if first_day is not None and end_day is not None and first_day >= end_day:
         return spans  # no whole day between the two partial days
     if not months:
