@@ -389,7 +389,7 @@ class UsageWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is STOP or isinstance(item, (Flush, Settle)):
+            if item is STOP or isinstance(item, MARKERS):
                 self._absorb(item)
                 continue
             try:

@@ -129,7 +129,7 @@ class Overrides:
     def get(self, scope: str, scope_id: int | str | None = None) -> LimitOverride | None:
         key = scope_key(scope, scope_id)
         self.store.ensure_schema()
-        row = self.store.overrides.rows([key]).get(key)
+        row = self.store.overrides.row(key)
         if row is None:
             return None
         return LimitOverride(scope, key[1], row["tokens"], usd(row["cost_pusd"]) if row["cost_pusd"] is not None

@@ -21,30 +21,11 @@ class OverrideTable:
         self.m = store.models
 
     @classified
-    def rows(self, keys: list[Key]) -> dict[Key, dict]:
-        """The override rows of ``keys`` that exist (columns as a dict), and for those with a usage reset the
-        reset hour's baseline counters as ``baselines``: {model or "": (tokens, cost_pusd, unpriced, calls)}."""
-        if not keys:
-            return {}
+    def row(self, key: Key) -> dict | None:
+        """The override row of ``key`` (columns as a dict), None when there is none. Decisions read the rows and
+        their reset baselines inside their own statement (:mod:`.reading`)."""
         o = self.m.LimitOverride
-        where = None
-        for scope, scope_id in keys:
-            clause = (o.scope == scope) & (o.scope_id == scope_id)
-            where = clause if where is None else where | clause
-        found = {(r["scope"], r["scope_id"]): r for r in o.select().where(where).dicts()}
-        reset = [k for k, r in found.items() if r["reset_hour"] is not None]
-        for key in reset:
-            found[key]["baselines"] = {}
-        if reset:
-            b = self.m.ResetBaseline
-            where = None
-            for scope, scope_id in reset:
-                clause = (b.scope == scope) & (b.scope_id == scope_id)
-                where = clause if where is None else where | clause
-            for row in b.select().where(where).dicts():
-                found[(row["scope"], row["scope_id"])]["baselines"][row["model"]] = (
-                    row["tokens"], row["cost_pusd"], row["unpriced_calls"], row["calls"])
-        return found
+        return o.select().where((o.scope == key[0]) & (o.scope_id == key[1])).dicts().first()
 
     @classified
     def change(self, scope: str, scope_id: int, action: str, values: dict[str, Any], *, by: str | None,
