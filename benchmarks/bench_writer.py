@@ -20,7 +20,6 @@ Baselines, time-boxed, in the same run and on the same database server, with the
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from datetime import datetime, timezone
@@ -180,16 +179,17 @@ class _Ceiling:
             self._rows(cur, tuples)
             for (_, sql), params in zip(self.upserts, tables):
                 self._many(cur, sql, params)
-            self.conn.commit() if self.backend != "sqlite" else cur.execute("COMMIT")
+            if self.backend == "sqlite":
+                cur.execute("COMMIT")
+            else:
+                self.conn.commit()
 
     def _rows(self, cur, tuples) -> None:
         if self.backend != "postgresql":
             return self._many(cur, self.insert, tuples)
-        escapes = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-        text = "".join("\t".join("\\N" if v is None else ("t" if v else "f") if isinstance(v, bool)
-                                  else v.translate(escapes) if isinstance(v, str) else str(v) for v in row) + "\n"
-                       for row in tuples)
-        cur.copy_expert(f"COPY token_usage ({', '.join(self.columns)}) FROM STDIN", io.StringIO(text))
+        from dspy_tokens.store._sql import copy_rows  # the COPY text format; the driver does the rest
+
+        copy_rows(cur, "token_usage", self.columns, tuples)
 
     def _many(self, cur, sql, params) -> None:
         if self.backend == "postgresql":
