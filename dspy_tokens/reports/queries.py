@@ -115,7 +115,7 @@ class Reports:
         else:
             # Filtered: the daily cube, where a subtracted span would group every user of every day it holds.
             active = self._spans.active_users(plan_spans(since, until, months=not filters, now=self.clock(),
-                                                         subtract=not filters), filters)
+                                                         subtract=not filters, hours=not filters), filters)
         return Summary(active_users=active, since=since, until=until, **totals_fields(values))
 
     def breakdown(self, by: str | tuple[str, str], period: Period = None, *, since: Moment = None,
@@ -236,8 +236,8 @@ class Reports:
         reads every measure of the ``limit`` winners only; one bucket of one rollup needs neither: its rows are
         read in rank order directly."""
         route = self._spans.route(by, filters)
-        spans = [Span(RAW, since, until)] if route.raw_only else plan_spans(since, until, months=route.months,
-                                                                           now=self.clock())
+        spans = [Span(RAW, since, until)] if route.raw_only else plan_spans(
+            since, until, months=route.months, now=self.clock(), hours=route.scope is not None)
         exclude = bool(rank)
         keys = None
         if rank:

@@ -100,6 +100,15 @@ def day_sql(dialect: str, column: str = "created_at") -> str:
     return f"DATEDIFF({column}, '1970-01-01')"
 
 
+def hour_sql(dialect: str, column: str = "created_at") -> str:
+    """Epoch hours of a stored (naive UTC) timestamp."""
+    if dialect == "sqlite":
+        return f"({day_sql(dialect, column)} * 24 + CAST(substr({column}, 12, 2) AS INTEGER))"
+    if dialect == "postgresql":
+        return f"({day_sql(dialect, column)} * 24 + CAST(EXTRACT(HOUR FROM {column}) AS INTEGER))"
+    return f"({day_sql(dialect, column)} * 24 + HOUR({column}))"
+
+
 def month_of_day_sql(dialect: str, column: str) -> str:
     """The month bucket of an epoch-day integer column."""
     if dialect == "sqlite":

@@ -8,8 +8,8 @@ from typing import Callable
 
 from . import aggregates
 from ._db import dialect, write_transaction
-from ._sql import day_sql, executemany, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
-from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, ROLLUP_SCOPES, date_of_day, day_of,
+from ._sql import day_sql, executemany, hour_sql, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
+from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, MEASURES, NO_ID, ROLLUP_SCOPES, date_of_day, day_of,
                     day_of_month, hour_of, month_of, usd)
 
 REBUILD_PAGE = 20_000
@@ -168,9 +168,35 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
     db.execute_sql(f"{target} SELECT '{GRAIN_MONTH}', scope, scope_key, {month}, {sums} FROM token_usage_rollups "
                    f"WHERE grain = '{GRAIN_DAY}'{months} GROUP BY scope, scope_key, {month}")
 
+    rebuild_hour_rollups(db, kind, from_day)
+
     def count(table: str) -> int:
         return db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     return {"daily": count("token_usage_daily"), "rollups": count("token_usage_rollups")}
+
+
+def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
+    """Recompute the hour rollups (``from_day`` on) from ``token_usage``: one GROUP BY per scope."""
+    present = {c.name for c in db.get_columns("token_usage")}
+    hour = hour_sql(kind)
+    raw_hours = buckets = ""
+    if from_day is not None:
+        raw_hours, buckets = f" WHERE {day_sql(kind)} >= {int(from_day)}", f" AND bucket >= {int(from_day) * 24}"
+    db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}'{buckets}")
+    keys = {
+        "global": "''",
+        "user": f"COALESCE({text_sql(kind, 'user_id')}, '')",
+        "guild": f"COALESCE({text_sql(kind, 'guild_id')}, '')",
+        "model": "model",
+        "feature": "COALESCE(feature, '')",
+    }
+    if "request_type" in present:  # migration 3 runs before migration 8 added it
+        keys[ROLLUP_SCOPES["request_type"]] = "request_type"
+    measures = raw_measures_sql(kind, "usage_estimated" in present)
+    for scope, key in keys.items():
+        db.execute_sql(f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {', '.join(MEASURES)}) "
+                       f"SELECT '{GRAIN_HOUR}', '{scope}', {key}, {hour}, {measures} FROM token_usage{raw_hours} "
+                       f"GROUP BY {hour}{'' if scope == 'global' else f', {key}'}")
 
 
 def first_complete_day(db, kind: str, models) -> int | None:

@@ -22,7 +22,7 @@ CUBE_DIMENSIONS = DIMENSIONS[:4]
 METADATA_PREFIX = "metadata:"
 #: Rollup scope names that differ from their dimension's (``scope`` columns hold at most 8 characters).
 ROLLUP_SCOPES = {"request_type": "request"}
-GRAIN_DAY, GRAIN_MONTH = "d", "m"  # the buckets of token_usage_rollups
+GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH = "h", "d", "m"  # the buckets of token_usage_rollups (epoch hours/days, months)
 NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
 
 #: What every report aggregate holds, in this order. ``unpriced_calls``: answered calls (no error) whose cost is
