@@ -182,7 +182,8 @@ class SpanReader:
         for span in spans:
             source = self._source(span, route, by, filters, exclude_none=True)
             text_keys = text_keys or source.text_keys
-            metric = source.metric[rank] if source.unique else f"SUM({source.metric[rank]})"
+            # COALESCE: a key whose calls are all unpriced sums to NULL, which PostgreSQL sorts first in DESC.
+            metric = source.metric[rank] if source.unique else f"COALESCE(SUM({source.metric[rank]}), 0)"
             parts.append((source, metric))
         selects = []
         for span, (source, metric) in zip(spans, parts):
