@@ -12,10 +12,10 @@ Money: costs are ``Decimal`` everywhere and sums are exact (the aggregates keep 
 no known price are never counted as $0: ``cost_usd`` is the cost of the priced calls and ``unknown_cost_calls``
 says how many calls are missing from it (failed calls are counted in ``errors``).
 
-Speed: a range is cut into whole months, whole days and partial days (:func:`plan_spans`), each read whichever
-way reads less (a month bucket minus the days outside the range, a day bucket minus the raw rows outside it);
-whole buckets come from the rollups the writer keeps in the same transaction as the rows, partial days from raw
-rows (see :mod:`dspy_tokens.store.spans`). A top-N over several spans first ranks the keys on the one measure it
+Speed: a range is cut into whole months, whole days, whole hours and partial hours (:func:`plan_spans`), each
+read whichever way reads less (a month bucket minus the days outside the range, a day bucket minus the hours
+outside it, an hour bucket minus the raw rows outside it); buckets come from the rollups the writer keeps in the
+same transaction as the rows, partial hours from raw rows (see :mod:`dspy_tokens.store.spans`). A top-N over several spans first ranks the keys on the one measure it
 sorts by, in one statement, then reads every measure for the N winners only. Measured at 10M rows on SQLite:
 ``summary("month")`` ~0.6 ms and ``top(10, period="month")`` ~1 ms, where a GROUP BY over the month's raw rows
 takes 0.3–1.6 s.
