@@ -72,11 +72,12 @@ def pico_sql(dialect: str, column: str = "cost_usd") -> str:
     return f"CAST(ROUND({column} * 1000000000000) AS {integer})"
 
 
-def raw_measures_sql(dialect: str, estimated: bool = True) -> str:
+def raw_measures_sql(dialect: str, estimated: bool = True, named: bool = False) -> str:
     """The :data:`~dspy_tokens.store.units.MEASURES` of a group of ``token_usage`` rows, as SELECT expressions
-    (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`). ``estimated`` False: the table predates
-    ``usage_estimated`` (a migration before 8 rebuilding from it), none of its calls were estimated."""
-    return ", ".join([
+    (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`; ``named``: each ``AS`` its measure).
+    ``estimated`` False: the table predates ``usage_estimated`` (a migration before 8 rebuilding from it), none of
+    its calls were estimated."""
+    expressions = [
         "COUNT(*)",
         *(f"COALESCE(SUM({c}), 0)" for c in TOKEN_MEASURES),
         f"COALESCE(SUM({pico_sql(dialect)}), 0)",
@@ -84,7 +85,8 @@ def raw_measures_sql(dialect: str, estimated: bool = True) -> str:
         "COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0)",
         "COALESCE(SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END), 0)",
         "COALESCE(SUM(CASE WHEN usage_estimated THEN 1 ELSE 0 END), 0)" if estimated else "0",
-    ])
+    ]
+    return ", ".join(f"{e} AS {m}" if named else e for e, m in zip(expressions, MEASURES))
 
 
 def summed_measures_sql() -> str:

@@ -178,7 +178,9 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
 def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
     """Recompute the hour rollups (``from_day`` on) from ``token_usage``: one GROUP BY per scope."""
     present = {c.name for c in db.get_columns("token_usage")}
-    hour = hour_sql(kind)
+    # SQLite groups by the text of the hour ('YYYY-MM-DD HH', about twice as fast as computing the hour per row).
+    hour, bucket = ("substr(created_at, 1, 13)", hour_sql(kind, "hour_key")) if kind == "sqlite" else \
+        (hour_sql(kind), "hour_key")
     raw_hours = buckets = ""
     if from_day is not None:
         raw_hours, buckets = f" WHERE {day_sql(kind)} >= {int(from_day)}", f" AND bucket >= {int(from_day) * 24}"
@@ -192,11 +194,13 @@ def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
     }
     if "request_type" in present:  # migration 3 runs before migration 8 added it
         keys[ROLLUP_SCOPES["request_type"]] = "request_type"
-    measures = raw_measures_sql(kind, "usage_estimated" in present)
+    measures = raw_measures_sql(kind, "usage_estimated" in present, named=True)
+    columns = ", ".join(MEASURES)
     for scope, key in keys.items():
-        db.execute_sql(f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {', '.join(MEASURES)}) "
-                       f"SELECT '{GRAIN_HOUR}', '{scope}', {key}, {hour}, {measures} FROM token_usage{raw_hours} "
-                       f"GROUP BY {hour}{'' if scope == 'global' else f', {key}'}")
+        db.execute_sql(f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {columns}) "
+                       f"SELECT '{GRAIN_HOUR}', '{scope}', scope_key, {bucket}, {columns} FROM ("
+                       f"SELECT {hour} AS hour_key, {key} AS scope_key, {measures} "
+                       f"FROM token_usage{raw_hours} GROUP BY {hour}{'' if scope == 'global' else f', {key}'}) hours")
 
 
 def first_complete_day(db, kind: str, models) -> int | None:
@@ -211,3 +215,4 @@ def first_complete_day(db, kind: str, models) -> int | None:
     rows = db.execute_sql(f"SELECT COUNT(*) FROM token_usage WHERE {day_sql(kind)} = {first}").fetchone()[0]
     cube = db.execute_sql(f"SELECT COALESCE(SUM(calls), 0) FROM token_usage_daily WHERE day = {first}").fetchone()[0]
     return first if int(cube) <= int(rows) else first + 1
+
