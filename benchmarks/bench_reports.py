@@ -325,7 +325,7 @@ def main(argv=None) -> None:
         'breakdown("day", "month")': lambda: reports.breakdown("day", "month"),
         'summary("month", user_id=1)': lambda: reports.summary("month", user_id=1),
         'summary("month", guild_id=7)': lambda: reports.summary("month", guild_id=7),
-        'summary("7d") (rolling: partial day from raw rows)': lambda: reports.summary("7d"),
+        'summary("7d") (rolling: partial day from hour buckets)': lambda: reports.summary("7d"),
         'top(10, period="7d")': lambda: reports.top(10, period="7d"),
         'summary("month", model="openai/gpt-4o")': lambda: reports.summary("month", model="openai/gpt-4o"),
         'summary("7d", model="openai/gpt-4o")': lambda: reports.summary("7d", model="openai/gpt-4o"),
