@@ -327,6 +327,7 @@ def main(argv=None) -> None:
         'summary("month", guild_id=7)': lambda: reports.summary("month", guild_id=7),
         'summary("7d") (rolling: partial day from hour buckets)': lambda: reports.summary("7d"),
         'top(10, period="7d")': lambda: reports.top(10, period="7d"),
+        'breakdown("model", "7d")': lambda: reports.breakdown("model", "7d"),
         'summary("month", model="openai/gpt-4o")': lambda: reports.summary("month", model="openai/gpt-4o"),
         'summary("7d", model="openai/gpt-4o")': lambda: reports.summary("7d", model="openai/gpt-4o"),
         "summary(the dashboard's 30 whole days)": lambda: reports.summary(since=thirty_days),
