@@ -182,7 +182,7 @@ def load(url: str, n: int, users: int, guilds: int, days: int, reuse: bool) -> t
             db.execute_sql("SET LOCAL work_mem = '256MB'")
         counts = rebuild_rollups(db, store.dialect)
     say(f"built the rollups in SQL in {time.perf_counter() - started:.1f}s: {counts['daily']:,} daily-cube rows, "
-        f"{counts['rollups']:,} day/month rollup rows")
+        f"{counts['rollups']:,} hour/day/month rollup rows")
     if store.dialect == "postgresql":
         started = time.perf_counter()
         for table in ("token_usage", "token_usage_daily", "token_usage_rollups"):
