@@ -161,7 +161,7 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
                "feature": "day, feature"}
     for scope, key in keys.items():
         db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{scope}', {key}, day, {sums} "
-                       f"FROM token_usage_daily{days} GROUP BY {grouped[scope]}")
+                       f"FROM token_usage_daily{days} GROUP BY {grouped[scope]} ORDER BY day")  # in time order
     if "request_type" in present:  # the request type is not in the cube: its rollups come from the rows
         db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{ROLLUP_SCOPES['request_type']}', request_type, {day}, "
                        f"{raw_measures_sql(kind, estimated)} FROM token_usage{raw_days} GROUP BY {day}, request_type")
@@ -200,7 +200,8 @@ def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
         db.execute_sql(f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {columns}) "
                        f"SELECT '{GRAIN_HOUR}', '{scope}', scope_key, {bucket}, {columns} FROM ("
                        f"SELECT {hour} AS hour_key, {key} AS scope_key, {measures} "
-                       f"FROM token_usage{raw_hours} GROUP BY {hour}{'' if scope == 'global' else f', {key}'}) hours")
+                       f"FROM token_usage{raw_hours} GROUP BY {hour}{'' if scope == 'global' else f', {key}'}) hours "
+                       "ORDER BY hour_key")  # stored in time order, as the writer adds them: an hour's rows together
 
 
 def first_complete_day(db, kind: str, models) -> int | None:
