@@ -17,8 +17,18 @@ from datetime import time as dtime
 from typing import Union
 
 from ..store.spans import RAW, Span
-from ..store.units import (GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, date_of_day, day_of, day_of_month, hour_of,
-                           midnight_of_day, moment_of_hour, month_of)
+from ..store.units import (
+    GRAIN_DAY,
+    GRAIN_HOUR,
+    GRAIN_MONTH,
+    date_of_day,
+    day_of,
+    day_of_month,
+    hour_of,
+    midnight_of_day,
+    moment_of_hour,
+    month_of,
+)
 
 PERIODS = ("today", "week", "month", "all")
 #: What ``period=`` takes: ``"today" | "week" | "month" | "all" | None``, a ``timedelta``, or ``"7d"``/``"24h"``.

@@ -4,8 +4,8 @@
 counters' rebuild expects) in short batches with the hour rollups of those hours, and prunes the hourly limit
 counters older than ``max(N, keep_counters_days)`` days (the limits never look further back than their window).
 What survives, forever: the daily cube and the day/month rollups, so summaries, breakdowns by
-user/guild/model/feature/day and top-N of old periods still answer, at one-day resolution. What is gone for old periods: sessions, the per-call
-rows (exports) and partial-day precision.
+user/guild/model/feature/day and top-N of old periods still answer, at one-day resolution. What is gone for old
+periods: sessions, the per-call rows (exports) and partial-day precision.
 """
 
 from __future__ import annotations

@@ -8,9 +8,31 @@ from typing import Callable
 
 from . import aggregates
 from ._db import dialect, write_transaction
-from ._sql import day_sql, executemany, hour_sql, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
-from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, MEASURES, NO_ID, ROLLUP_SCOPES, date_of_day, day_of,
-                    day_of_month, hour_of, month_of, usd)
+from ._sql import (
+    day_sql,
+    executemany,
+    hour_sql,
+    month_of_day_sql,
+    raw_measures_sql,
+    summed_measures_sql,
+    text_sql,
+    upsert_sql,
+)
+from .units import (
+    COUNTER_MEASURES,
+    GRAIN_DAY,
+    GRAIN_HOUR,
+    GRAIN_MONTH,
+    MEASURES,
+    NO_ID,
+    ROLLUP_SCOPES,
+    date_of_day,
+    day_of,
+    day_of_month,
+    hour_of,
+    month_of,
+    usd,
+)
 
 REBUILD_PAGE = 20_000
 COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour")),
@@ -185,6 +207,8 @@ def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
     if from_day is not None:
         raw_hours, buckets = f" WHERE {day_sql(kind)} >= {int(from_day)}", f" AND bucket >= {int(from_day) * 24}"
     db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}'{buckets}")
+    if kind == "postgresql" and db.in_transaction():  # group in memory, not in batches spilled to disk
+        db.execute_sql("SET LOCAL work_mem = '256MB'")
     keys = {
         "global": "''",
         "user": f"COALESCE({text_sql(kind, 'user_id')}, '')",
@@ -216,4 +240,3 @@ def first_complete_day(db, kind: str, models) -> int | None:
     rows = db.execute_sql(f"SELECT COUNT(*) FROM token_usage WHERE {day_sql(kind)} = {first}").fetchone()[0]
     cube = db.execute_sql(f"SELECT COALESCE(SUM(calls), 0) FROM token_usage_daily WHERE day = {first}").fetchone()[0]
     return first if int(cube) <= int(rows) else first + 1
-
