@@ -12,13 +12,14 @@ Money: costs are ``Decimal`` everywhere and sums are exact (the aggregates keep 
 no known price are never counted as $0: ``cost_usd`` is the cost of the priced calls and ``unknown_cost_calls``
 says how many calls are missing from it (failed calls are counted in ``errors``).
 
-Speed: a range is cut into whole months, whole days, whole hours and partial hours (:func:`plan_spans`), each
-read whichever way reads less (a month bucket minus the days outside the range, a day bucket minus the hours
-outside it, an hour bucket minus the raw rows outside it); buckets come from the rollups the writer keeps in the
-same transaction as the rows, partial hours from raw rows (see :mod:`dspy_tokens.store.spans`). A top-N over several spans first ranks the keys on the one measure it
-sorts by, in one statement, then reads every measure for the N winners only. Measured at 10M rows on SQLite:
-``summary("month")`` ~0.6 ms and ``top(10, period="month")`` ~1 ms, where a GROUP BY over the month's raw rows
-takes 0.3–1.6 s.
+Speed: a range is cut into whole months, whole days and partial days (:func:`plan_spans`), each read whichever
+way reads less (a month bucket minus the days outside the range, a day bucket minus the raw rows outside it);
+totals and breakdowns by model, feature or request type read a partial day as hour buckets plus at most two
+partial hours of raw rows (:data:`~dspy_tokens.store.units.HOUR_DIMENSIONS`). Buckets come from the rollups the
+writer keeps in the same transaction as the rows (see :mod:`dspy_tokens.store.spans`). A top-N over several spans
+first ranks the keys on the one measure it sorts by, in one statement, then reads every measure for the N winners
+only. Measured at 10M rows on SQLite: ``summary("month")`` ~0.6 ms and ``top(10, period="month")`` ~1 ms, where a
+GROUP BY over the month's raw rows takes 0.3–1.6 s.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .._ids import optional_id
 from .._metadata import check_key, value_text
 from ..store import Store
 from ..store.spans import ALL, RAW, Span
-from ..store.units import CUBE_DIMENSIONS, DIMENSIONS, MEASURES, METADATA_PREFIX
+from ..store.units import CUBE_DIMENSIONS, DIMENSIONS, HOUR_DIMENSIONS, MEASURES, METADATA_PREFIX
 from . import export as _export
 from . import retention
 from .periods import IdFilter, Moment, Period, period_bounds, plan_spans, utc_now
@@ -115,7 +116,7 @@ class Reports:
         else:
             # Filtered: the daily cube, where a subtracted span would group every user of every day it holds.
             active = self._spans.active_users(plan_spans(since, until, months=not filters, now=self.clock(),
-                                                         subtract=not filters, hours=not filters), filters)
+                                                         subtract=not filters), filters)
         return Summary(active_users=active, since=since, until=until, **totals_fields(values))
 
     def breakdown(self, by: str | tuple[str, str], period: Period = None, *, since: Moment = None,
@@ -237,7 +238,7 @@ class Reports:
         read in rank order directly."""
         route = self._spans.route(by, filters)
         spans = [Span(RAW, since, until)] if route.raw_only else plan_spans(
-            since, until, months=route.months, now=self.clock(), hours=route.scope is not None)
+            since, until, months=route.months, now=self.clock(), hours=route.scope in HOUR_DIMENSIONS)
         exclude = bool(rank)
         keys = None
         if rank:

@@ -88,9 +88,8 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
             _add(out.counters, (scope, scope_id, hour), counted)
             _add(out.model_counters, (scope, scope_id, model, hour), counted)
         if rollups:  # the request type is not in the cube: its rollups come from the cells
-            for scope, key in ((SCOPE_GLOBAL, ""), (SCOPE_USER, "" if user is None else str(user)),
-                               (SCOPE_GUILD, "" if guild is None else str(guild)), ("model", model),
-                               ("feature", feature), (ROLLUP_SCOPES["request_type"], request_type)):
+            for scope, key in ((SCOPE_GLOBAL, ""), ("model", model), ("feature", feature),
+                               (ROLLUP_SCOPES["request_type"], request_type)):  # HOUR_DIMENSIONS
                 _add(out.rollups, (GRAIN_HOUR, scope, hour, key), values)
             day = hour // 24
             _add(out.rollups, (GRAIN_DAY, ROLLUP_SCOPES["request_type"], day, request_type), values)

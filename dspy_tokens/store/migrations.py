@@ -118,8 +118,8 @@ def _priced_dimensions(db, models) -> None:
 
 
 def _hour_rollups(db, models) -> None:
-    # Hour buckets beside the day and month ones: a range's partial days are read from them (and the raw rows of
-    # at most two partial hours), not from a partial day's raw rows.
+    # Hour buckets beside the day and month ones (overall, per model, feature and request type): a range's partial
+    # days are read from them and the raw rows of at most two partial hours, not from a partial day's raw rows.
     rebuild.rebuild_hour_rollups(db, dialect(db))
 
 

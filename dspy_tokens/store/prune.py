@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Callable, Iterable
 
 from ._db import write_transaction
-from .units import COUNTER_SCOPES, GRAIN_HOUR, ROLLUP_SCOPES
+from .units import COUNTER_SCOPES, GRAIN_HOUR, HOUR_DIMENSIONS, ROLLUP_SCOPES
 
 COUNTER_TABLES = ("token_usage_counters", "token_usage_model_counters")
-#: Every scope of token_usage_rollups.
-ROLLUP_SCOPE_NAMES = ("global", "user", "guild", "model", "feature", ROLLUP_SCOPES["request_type"])
+#: The rollup scopes kept per hour.
+HOUR_SCOPES = tuple(ROLLUP_SCOPES.get(d, d) for d in HOUR_DIMENSIONS)
 
 
 class Pruner:
@@ -67,7 +67,7 @@ class Pruner:
         delete = (f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}' AND scope = {p} AND bucket >= {p} "
                   f"AND bucket < {p}")
         deleted = 0
-        for scope in ROLLUP_SCOPE_NAMES:
+        for scope in HOUR_SCOPES:
             for lo in range(int(oldest), hour, 24):
                 with write_transaction(self.db):
                     deleted += max(self.db.execute_sql(delete, (scope, lo, min(lo + 24, hour))).rowcount, 0)

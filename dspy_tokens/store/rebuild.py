@@ -198,7 +198,8 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
 
 
 def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
-    """Recompute the hour rollups (``from_day`` on) from ``token_usage``: one GROUP BY per scope."""
+    """Recompute the hour rollups (``from_day`` on) from ``token_usage``: one GROUP BY per scope of
+    :data:`~dspy_tokens.store.units.HOUR_DIMENSIONS`."""
     present = {c.name for c in db.get_columns("token_usage")}
     # SQLite groups by the text of the hour ('YYYY-MM-DD HH', about twice as fast as computing the hour per row).
     hour, bucket = ("substr(created_at, 1, 13)", hour_sql(kind, "hour_key")) if kind == "sqlite" else \
@@ -209,13 +210,7 @@ def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
     db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}'{buckets}")
     if kind == "postgresql" and db.in_transaction():  # group in memory, not in batches spilled to disk
         db.execute_sql("SET LOCAL work_mem = '256MB'")
-    keys = {
-        "global": "''",
-        "user": f"COALESCE({text_sql(kind, 'user_id')}, '')",
-        "guild": f"COALESCE({text_sql(kind, 'guild_id')}, '')",
-        "model": "model",
-        "feature": "COALESCE(feature, '')",
-    }
+    keys = {"global": "''", "model": "model", "feature": "COALESCE(feature, '')"}  # HOUR_DIMENSIONS
     if "request_type" in present:  # migration 3 runs before migration 8 added it
         keys[ROLLUP_SCOPES["request_type"]] = "request_type"
     measures = raw_measures_sql(kind, "usage_estimated" in present, named=True)

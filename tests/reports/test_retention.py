@@ -90,7 +90,7 @@ def test_dry_run_counts_what_would_go_and_deletes_nothing(database_url):
     result = reports.cleanup(90, dry_run=True)
     assert (result.rows, result.dry_run, result.batches) == (3, True, 0)
     assert result.counter_rows == 3 + 3  # per old row: its global hourly counter, and the per-model one
-    assert result.hour_rollup_rows == 3 * 6  # per old row: its hour in each of the six rollup scopes
+    assert result.hour_rollup_rows == 3 * 4  # per old row: its hour in each of the four hour rollup scopes
     assert len(ids(reports)) == 5
 
 
@@ -100,10 +100,10 @@ def test_the_hour_rollups_of_deleted_hours_go_with_their_rows(database_url):
     reports = Reports(insert(database_url, rows), clock=lambda: NOW)
     hours = "SELECT COUNT(*) FROM token_usage_rollups WHERE grain = 'h'"
     with reports.store.db.connection_context():
-        assert reports.store.db.execute_sql(hours).fetchone()[0] == 5 * 6
-    assert reports.cleanup(90).hour_rollup_rows == 3 * 6
+        assert reports.store.db.execute_sql(hours).fetchone()[0] == 5 * 4
+    assert reports.cleanup(90).hour_rollup_rows == 3 * 4
     with reports.store.db.connection_context():
-        assert reports.store.db.execute_sql(hours).fetchone()[0] == 2 * 6
+        assert reports.store.db.execute_sql(hours).fetchone()[0] == 2 * 4
     assert reports.summary("7d").calls == 1
 
 
