@@ -108,9 +108,10 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
     stays one day bucket and ``week`` may be its month minus the days to come. ``subtract`` False: no span is
     subtracted (partial days are their raw rows, months their days).
 
-    ``hours`` (where hour rollups answer: a total, or one of ``HOUR_DIMENSIONS``): a partial day is its whole hours as hour buckets (or
-    its day bucket minus the hours outside it, whichever reads fewer buckets), and its partial hours as their raw
-    rows or as their hour bucket minus the raw rows outside them: at most an hour of raw rows per range."""
+    ``hours`` (where hour rollups answer: a total, or one of ``HOUR_DIMENSIONS``): a partial day is its whole
+    hours as hour buckets (or its day bucket minus the hours outside it, whichever reads fewer buckets), and its
+    partial hours as their raw rows or as their hour bucket minus the raw rows outside them: at most an hour of raw
+    rows per range."""
 
     def length(lo: datetime, hi: datetime) -> timedelta:  # how much of [lo, hi) can hold rows
         return max(timedelta(0), (hi if now is None else min(hi, now)) - lo)
