@@ -182,7 +182,7 @@ def load(url: str, n: int, users: int, guilds: int, days: int, reuse: bool) -> t
             db.execute_sql("SET LOCAL work_mem = '256MB'")
         counts = rebuild_rollups(db, store.dialect)
     say(f"built the rollups in SQL in {time.perf_counter() - started:.1f}s: {counts['daily']:,} daily-cube rows, "
-        f"{counts['rollups']:,} day/month rollup rows")
+        f"{counts['rollups']:,} hour/day/month rollup rows")
     if store.dialect == "postgresql":
         started = time.perf_counter()
         for table in ("token_usage", "token_usage_daily", "token_usage_rollups"):
@@ -325,8 +325,9 @@ def main(argv=None) -> None:
         'breakdown("day", "month")': lambda: reports.breakdown("day", "month"),
         'summary("month", user_id=1)': lambda: reports.summary("month", user_id=1),
         'summary("month", guild_id=7)': lambda: reports.summary("month", guild_id=7),
-        'summary("7d") (rolling: partial day from raw rows)': lambda: reports.summary("7d"),
+        'summary("7d") (rolling: partial day from hour buckets)': lambda: reports.summary("7d"),
         'top(10, period="7d")': lambda: reports.top(10, period="7d"),
+        'breakdown("model", "7d")': lambda: reports.breakdown("model", "7d"),
         'summary("month", model="openai/gpt-4o")': lambda: reports.summary("month", model="openai/gpt-4o"),
         'summary("7d", model="openai/gpt-4o")': lambda: reports.summary("7d", model="openai/gpt-4o"),
         "summary(the dashboard's 30 whole days)": lambda: reports.summary(since=thirty_days),

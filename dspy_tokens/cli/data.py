@@ -102,8 +102,9 @@ def _report_cleanup(result, space, as_json) -> None:
         echo_json({**result.to_dict(), "bytes_before": before, "bytes_after": after})
         return
     verb = "would delete" if result.dry_run else "deleted"
-    click.echo(f"{verb} {result.rows:,} rows created before {when(result.cutoff)} and {result.counter_rows:,} "
-               f"hourly limit counters before {when(result.counters_cutoff)}; daily and monthly rollups are kept")
+    click.echo(f"{verb} {result.rows:,} rows created before {when(result.cutoff)} (and {result.hour_rollup_rows:,} "
+               f"hour rollups of those hours) and {result.counter_rows:,} hourly limit counters before "
+               f"{when(result.counters_cutoff)}; daily and monthly rollups are kept")
     if before is not None and after is not None:
         from rich.filesize import decimal
 

@@ -17,7 +17,18 @@ from datetime import time as dtime
 from typing import Union
 
 from ..store.spans import RAW, Span
-from ..store.units import GRAIN_DAY, GRAIN_MONTH, date_of_day, day_of, day_of_month, midnight_of_day, month_of
+from ..store.units import (
+    GRAIN_DAY,
+    GRAIN_HOUR,
+    GRAIN_MONTH,
+    date_of_day,
+    day_of,
+    day_of_month,
+    hour_of,
+    midnight_of_day,
+    moment_of_hour,
+    month_of,
+)
 
 PERIODS = ("today", "week", "month", "all")
 #: What ``period=`` takes: ``"today" | "week" | "month" | "all" | None``, a ``timedelta``, or ``"7d"``/``"24h"``.
@@ -86,8 +97,8 @@ def period_bounds(period=None, since=None, until=None, now: datetime | None = No
 
 
 def plan_spans(since: datetime | None, until: datetime | None, months: bool = True,
-               now: datetime | None = None, subtract: bool = True) -> list[Span]:
-    """Cut ``[since, until)`` into partial days (raw rows), whole months (if allowed) and whole days.
+               now: datetime | None = None, subtract: bool = True, hours: bool = False) -> list[Span]:
+    """Cut ``[since, until)`` into partial days, whole months (if allowed) and whole days.
 
     Every piece is read whichever way reads less: a partial day as its raw rows, or as its day bucket *minus* the
     raw rows of the day outside the range (a span with ``sign`` -1); a month the range covers only in part as its
@@ -95,18 +106,56 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
     its first three days plus this month (three day buckets instead of 27); a rolling week starting at 09:00 is
     that day minus its first nine hours of rows. Nothing after ``now`` has rows, so it costs nothing: ``today``
     stays one day bucket and ``week`` may be its month minus the days to come. ``subtract`` False: no span is
-    subtracted (partial days are their raw rows, months their days)."""
+    subtracted (partial days are their raw rows, months their days).
+
+    ``hours`` (where hour rollups answer: a total, or one of ``HOUR_DIMENSIONS``): a partial day is its whole
+    hours as hour buckets (or its day bucket minus the hours outside it, whichever reads fewer buckets), and its
+    partial hours as their raw rows or as their hour bucket minus the raw rows outside them: at most an hour of raw
+    rows per range."""
 
     def length(lo: datetime, hi: datetime) -> timedelta:  # how much of [lo, hi) can hold rows
         return max(timedelta(0), (hi if now is None else min(hi, now)) - lo)
 
-    def partial_day(day: int, lo: datetime, hi: datetime) -> tuple[bool, list[Span]]:
-        """The range's part ``[lo, hi)`` of ``day``: (whether the day's bucket is read, the raw spans beside it)."""
-        start, stop = midnight_of_day(day), midnight_of_day(day + 1)
+    def partial(lo: datetime, hi: datetime, start: datetime, stop: datetime, sign: int,
+                bucket: Span) -> list[Span]:
+        """``[lo, hi)`` of the bucket ``[start, stop)``: its raw rows, or the bucket minus the raw rows outside."""
         outside = [(a, b) for a, b in ((start, lo), (hi, stop)) if a < b]
         if not subtract or sum((length(a, b) for a, b in outside), timedelta(0)) >= length(lo, hi):
-            return False, [Span(RAW, lo, hi)]
-        return True, [Span(RAW, a, b, -1) for a, b in outside]
+            return [Span(RAW, lo, hi, sign)]
+        return [bucket] + [Span(RAW, a, b, -sign) for a, b in outside]
+
+    def by_hours(lo: datetime, hi: datetime, sign: int) -> list[Span]:
+        """``[lo, hi)`` (within one day) as whole hour buckets and its partial hours."""
+        first, last = hour_of(lo) + (lo != moment_of_hour(hour_of(lo))), hour_of(hi)
+        if first > last:  # inside one hour
+            return partial(lo, hi, moment_of_hour(last), moment_of_hour(last + 1), sign,
+                           Span(GRAIN_HOUR, last, last + 1, sign))
+        spans = [] if first == last else [Span(GRAIN_HOUR, first, last, sign)]
+        if lo < moment_of_hour(first):
+            spans += partial(lo, moment_of_hour(first), moment_of_hour(first - 1), moment_of_hour(first), sign,
+                             Span(GRAIN_HOUR, first - 1, first, sign))
+        if moment_of_hour(last) < hi:
+            spans += partial(moment_of_hour(last), hi, moment_of_hour(last), moment_of_hour(last + 1), sign,
+                             Span(GRAIN_HOUR, last, last + 1, sign))
+        return spans
+
+    def buckets(spans: list[Span]) -> int:  # hour buckets read; hours after now hold nothing yet
+        limit = None if now is None else hour_of(now) + 1
+        return sum(max(0, (s.hi if limit is None else min(s.hi, limit)) - s.lo) for s in spans
+                   if s.kind == GRAIN_HOUR)
+
+    def partial_day(day: int, lo: datetime, hi: datetime) -> tuple[bool, list[Span]]:
+        """The range's part ``[lo, hi)`` of ``day``: (whether the day's bucket is read, the spans beside it)."""
+        start, stop = midnight_of_day(day), midnight_of_day(day + 1)
+        if not hours:
+            parts = partial(lo, hi, start, stop, 1, Span(GRAIN_DAY, day, day + 1))
+            return parts[0].kind == GRAIN_DAY, parts[parts[0].kind == GRAIN_DAY:]
+        inside = by_hours(lo, hi, 1)
+        if subtract:
+            outside = [span for a, b in ((start, lo), (hi, stop)) if a < b for span in by_hours(a, b, -1)]
+            if buckets(outside) + 1 < buckets(inside):
+                return True, outside
+        return False, inside
 
     if since is not None and until is not None and day_of(since) == day_of(until - timedelta(microseconds=1)):
         day = day_of(since)

@@ -14,11 +14,12 @@ says how many calls are missing from it (failed calls are counted in ``errors``)
 
 Speed: a range is cut into whole months, whole days and partial days (:func:`plan_spans`), each read whichever
 way reads less (a month bucket minus the days outside the range, a day bucket minus the raw rows outside it);
-whole buckets come from the rollups the writer keeps in the same transaction as the rows, partial days from raw
-rows (see :mod:`dspy_tokens.store.spans`). A top-N over several spans first ranks the keys on the one measure it
-sorts by, in one statement, then reads every measure for the N winners only. Measured at 10M rows on SQLite:
-``summary("month")`` ~0.6 ms and ``top(10, period="month")`` ~1 ms, where a GROUP BY over the month's raw rows
-takes 0.3–1.6 s.
+totals and breakdowns by model, feature or request type read a partial day as hour buckets plus at most two
+partial hours of raw rows (:data:`~dspy_tokens.store.units.HOUR_DIMENSIONS`). Buckets come from the rollups the
+writer keeps in the same transaction as the rows (see :mod:`dspy_tokens.store.spans`). A top-N over several spans
+first ranks the keys on the one measure it sorts by, in one statement, then reads every measure for the N winners
+only. Measured at 10M rows on SQLite: ``summary("month")`` ~0.6 ms and ``top(10, period="month")`` ~1 ms, where a
+GROUP BY over the month's raw rows takes 0.3–1.6 s.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .._ids import optional_id
 from .._metadata import check_key, value_text
 from ..store import Store
 from ..store.spans import ALL, RAW, Span
-from ..store.units import CUBE_DIMENSIONS, DIMENSIONS, MEASURES, METADATA_PREFIX
+from ..store.units import CUBE_DIMENSIONS, DIMENSIONS, HOUR_DIMENSIONS, MEASURES, METADATA_PREFIX
 from . import export as _export
 from . import retention
 from .periods import IdFilter, Moment, Period, period_bounds, plan_spans, utc_now
@@ -236,8 +237,8 @@ class Reports:
         reads every measure of the ``limit`` winners only; one bucket of one rollup needs neither: its rows are
         read in rank order directly."""
         route = self._spans.route(by, filters)
-        spans = [Span(RAW, since, until)] if route.raw_only else plan_spans(since, until, months=route.months,
-                                                                           now=self.clock())
+        spans = [Span(RAW, since, until)] if route.raw_only else plan_spans(
+            since, until, months=route.months, now=self.clock(), hours=route.scope in HOUR_DIMENSIONS)
         exclude = bool(rank)
         keys = None
         if rank:

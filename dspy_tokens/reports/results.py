@@ -141,6 +141,7 @@ class CleanupResult:
     counter_rows: int
     batches: int
     dry_run: bool
+    hour_rollup_rows: int = 0  # hour buckets of the rollups deleted with the rows of their hours
 
     def to_dict(self) -> dict:
         return {k: to_json_value(v) for k, v in asdict(self).items()}

@@ -1,11 +1,11 @@
 """Retention: deleting old per-call rows while keeping what reports and limits still need.
 
 :func:`cleanup` deletes raw rows older than N days (the cutoff is floored to the hour, so whole hours go, as the
-counters' rebuild expects) in short batches, and prunes the hourly limit counters older than
-``max(N, keep_counters_days)`` days (the limits never look further back than their window). What survives,
-forever: the daily cube and the day/month rollups, so summaries, breakdowns by user/guild/model/feature/day and
-top-N of old periods still answer, at one-day resolution. What is gone for old periods: sessions, the per-call
-rows (exports) and partial-day precision.
+counters' rebuild expects) in short batches with the hour rollups of those hours, and prunes the hourly limit
+counters older than ``max(N, keep_counters_days)`` days (the limits never look further back than their window).
+What survives, forever: the daily cube and the day/month rollups, so summaries, breakdowns by
+user/guild/model/feature/day and top-N of old periods still answer, at one-day resolution. What is gone for old
+periods: sessions, the per-call rows (exports) and partial-day precision.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ def cleanup(store: Store, older_than_days: int, *, now: datetime | None = None, 
     pruner = store.pruning
     if dry_run:
         return CleanupResult(cutoff, pruner.count_rows_before(cutoff), counters_cutoff,
-                             pruner.count_counters_before(counter_hour), 0, True)
+                             pruner.count_counters_before(counter_hour), 0, True,
+                             pruner.count_hour_rollups_before(hour_of(cutoff)))
     rows, batches = pruner.delete_rows_before(cutoff, batch_size, progress)
+    hours = pruner.delete_hour_rollups_before(hour_of(cutoff))
     counters = pruner.delete_counters_before(counter_hour, batch_size)
-    return CleanupResult(cutoff, rows, counters_cutoff, counters, batches, False)
+    return CleanupResult(cutoff, rows, counters_cutoff, counters, batches, False, hours)
 
 
 class RetentionScheduler:

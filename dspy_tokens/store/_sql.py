@@ -72,11 +72,12 @@ def pico_sql(dialect: str, column: str = "cost_usd") -> str:
     return f"CAST(ROUND({column} * 1000000000000) AS {integer})"
 
 
-def raw_measures_sql(dialect: str, estimated: bool = True) -> str:
+def raw_measures_sql(dialect: str, estimated: bool = True, named: bool = False) -> str:
     """The :data:`~dspy_tokens.store.units.MEASURES` of a group of ``token_usage`` rows, as SELECT expressions
-    (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`). ``estimated`` False: the table predates
-    ``usage_estimated`` (a migration before 8 rebuilding from it), none of its calls were estimated."""
-    return ", ".join([
+    (the same rules as :func:`~dspy_tokens.store.aggregates.measures_of`; ``named``: each ``AS`` its measure).
+    ``estimated`` False: the table predates ``usage_estimated`` (a migration before 8 rebuilding from it), none of
+    its calls were estimated."""
+    expressions = [
         "COUNT(*)",
         *(f"COALESCE(SUM({c}), 0)" for c in TOKEN_MEASURES),
         f"COALESCE(SUM({pico_sql(dialect)}), 0)",
@@ -84,7 +85,8 @@ def raw_measures_sql(dialect: str, estimated: bool = True) -> str:
         "COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0)",
         "COALESCE(SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END), 0)",
         "COALESCE(SUM(CASE WHEN usage_estimated THEN 1 ELSE 0 END), 0)" if estimated else "0",
-    ])
+    ]
+    return ", ".join(f"{e} AS {m}" if named else e for e, m in zip(expressions, MEASURES))
 
 
 def summed_measures_sql() -> str:
@@ -98,6 +100,15 @@ def day_sql(dialect: str, column: str = "created_at") -> str:
     if dialect == "postgresql":
         return f"(CAST({column} AS DATE) - DATE '1970-01-01')"
     return f"DATEDIFF({column}, '1970-01-01')"
+
+
+def hour_sql(dialect: str, column: str = "created_at") -> str:
+    """Epoch hours of a stored (naive UTC) timestamp."""
+    if dialect == "sqlite":
+        return f"({day_sql(dialect, column)} * 24 + CAST(substr({column}, 12, 2) AS INTEGER))"
+    if dialect == "postgresql":
+        return f"({day_sql(dialect, column)} * 24 + CAST(EXTRACT(HOUR FROM {column}) AS INTEGER))"
+    return f"({day_sql(dialect, column)} * 24 + HOUR({column}))"
 
 
 def month_of_day_sql(dialect: str, column: str) -> str:

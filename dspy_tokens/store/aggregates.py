@@ -1,8 +1,8 @@
 """One pass over a batch of rows gives every aggregate written in the same transaction as the rows.
 
 Each row is summed into its hour cell (hour, user, guild, model, feature) with :func:`measures_of`, the one place
-the counting rules live; the hourly limit counters, the daily cube and the day/month rollups are then sums of
-cells, so a batch from a few users, models and features costs little more than one row.
+the counting rules live; the hourly limit counters, the daily cube and the hour/day/month rollups are then sums
+of cells, so a batch from a few users, models and features costs little more than one row.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Iterable
 from .units import (
     COUNTER_OF_MEASURES,
     GRAIN_DAY,
+    GRAIN_HOUR,
     GRAIN_MONTH,
     MEASURES,
     NO_ID,
@@ -87,6 +88,9 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
             _add(out.counters, (scope, scope_id, hour), counted)
             _add(out.model_counters, (scope, scope_id, model, hour), counted)
         if rollups:  # the request type is not in the cube: its rollups come from the cells
+            for scope, key in ((SCOPE_GLOBAL, ""), ("model", model), ("feature", feature),
+                               (ROLLUP_SCOPES["request_type"], request_type)):  # HOUR_DIMENSIONS
+                _add(out.rollups, (GRAIN_HOUR, scope, hour, key), values)
             day = hour // 24
             _add(out.rollups, (GRAIN_DAY, ROLLUP_SCOPES["request_type"], day, request_type), values)
             _add(out.rollups, (GRAIN_MONTH, ROLLUP_SCOPES["request_type"], month_of(date_of_day(day)), request_type),

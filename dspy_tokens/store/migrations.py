@@ -117,6 +117,12 @@ def _priced_dimensions(db, models) -> None:
             db.execute_sql(f"ALTER TABLE token_usage ADD COLUMN {column} {kind}")
 
 
+def _hour_rollups(db, models) -> None:
+    # Hour buckets beside the day and month ones (overall, per model, feature and request type): a range's partial
+    # days are read from them and the raw rows of at most two partial hours, not from a partial day's raw rows.
+    rebuild.rebuild_hour_rollups(db, dialect(db))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "token_usage with hourly usage counters", _initial),
     Migration(2, "limits: per-model counters, reservations, scope locks", _limits),
@@ -128,6 +134,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "pricing: cache-write and audio tokens, service tier, price version per call", _priced_dimensions),
     Migration(8, "calls: request type, metadata, estimated usage", _request_types),
     Migration(9, "limits: refusals counted by rule scope, metric, model and feature", _refusals),
+    Migration(10, "reports: hour rollups for the partial days of a range", _hour_rollups),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -8,9 +8,31 @@ from typing import Callable
 
 from . import aggregates
 from ._db import dialect, write_transaction
-from ._sql import day_sql, executemany, month_of_day_sql, raw_measures_sql, summed_measures_sql, text_sql, upsert_sql
-from .units import (COUNTER_MEASURES, GRAIN_DAY, GRAIN_MONTH, MEASURES, NO_ID, ROLLUP_SCOPES, date_of_day, day_of,
-                    day_of_month, hour_of, month_of, usd)
+from ._sql import (
+    day_sql,
+    executemany,
+    hour_sql,
+    month_of_day_sql,
+    raw_measures_sql,
+    summed_measures_sql,
+    text_sql,
+    upsert_sql,
+)
+from .units import (
+    COUNTER_MEASURES,
+    GRAIN_DAY,
+    GRAIN_HOUR,
+    GRAIN_MONTH,
+    MEASURES,
+    NO_ID,
+    ROLLUP_SCOPES,
+    date_of_day,
+    day_of,
+    day_of_month,
+    hour_of,
+    month_of,
+    usd,
+)
 
 REBUILD_PAGE = 20_000
 COUNTER_TABLES = {"scope": ("token_usage_counters", ("scope", "scope_id", "hour")),
@@ -161,16 +183,44 @@ def rebuild_rollups(db, kind: str, from_day: int | None = None) -> dict[str, int
                "feature": "day, feature"}
     for scope, key in keys.items():
         db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{scope}', {key}, day, {sums} "
-                       f"FROM token_usage_daily{days} GROUP BY {grouped[scope]}")
+                       f"FROM token_usage_daily{days} GROUP BY {grouped[scope]} ORDER BY day")  # in time order
     if "request_type" in present:  # the request type is not in the cube: its rollups come from the rows
         db.execute_sql(f"{target} SELECT '{GRAIN_DAY}', '{ROLLUP_SCOPES['request_type']}', request_type, {day}, "
                        f"{raw_measures_sql(kind, estimated)} FROM token_usage{raw_days} GROUP BY {day}, request_type")
     db.execute_sql(f"{target} SELECT '{GRAIN_MONTH}', scope, scope_key, {month}, {sums} FROM token_usage_rollups "
                    f"WHERE grain = '{GRAIN_DAY}'{months} GROUP BY scope, scope_key, {month}")
 
+    rebuild_hour_rollups(db, kind, from_day)
+
     def count(table: str) -> int:
         return db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     return {"daily": count("token_usage_daily"), "rollups": count("token_usage_rollups")}
+
+
+def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
+    """Recompute the hour rollups (``from_day`` on) from ``token_usage``: one GROUP BY per scope of
+    :data:`~dspy_tokens.store.units.HOUR_DIMENSIONS`."""
+    present = {c.name for c in db.get_columns("token_usage")}
+    # SQLite groups by the text of the hour ('YYYY-MM-DD HH', about twice as fast as computing the hour per row).
+    hour, bucket = ("substr(created_at, 1, 13)", hour_sql(kind, "hour_key")) if kind == "sqlite" else \
+        (hour_sql(kind), "hour_key")
+    raw_hours = buckets = ""
+    if from_day is not None:
+        raw_hours, buckets = f" WHERE {day_sql(kind)} >= {int(from_day)}", f" AND bucket >= {int(from_day) * 24}"
+    db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}'{buckets}")
+    if kind == "postgresql" and db.in_transaction():  # group in memory, not in batches spilled to disk
+        db.execute_sql("SET LOCAL work_mem = '256MB'")
+    keys = {"global": "''", "model": "model", "feature": "COALESCE(feature, '')"}  # HOUR_DIMENSIONS
+    if "request_type" in present:  # migration 3 runs before migration 8 added it
+        keys[ROLLUP_SCOPES["request_type"]] = "request_type"
+    measures = raw_measures_sql(kind, "usage_estimated" in present, named=True)
+    columns = ", ".join(MEASURES)
+    for scope, key in keys.items():
+        db.execute_sql(f"INSERT INTO token_usage_rollups (grain, scope, scope_key, bucket, {columns}) "
+                       f"SELECT '{GRAIN_HOUR}', '{scope}', scope_key, {bucket}, {columns} FROM ("
+                       f"SELECT {hour} AS hour_key, {key} AS scope_key, {measures} "
+                       f"FROM token_usage{raw_hours} GROUP BY {hour}{'' if scope == 'global' else f', {key}'}) hours "
+                       "ORDER BY hour_key")  # stored in time order, as the writer adds them: an hour's rows together
 
 
 def first_complete_day(db, kind: str, models) -> int | None:

@@ -1,15 +1,15 @@
 """Report aggregates over one *span* of time, read from the cheapest table that answers it.
 
-A span is raw rows in ``[lo, hi)`` (datetimes), or day/month buckets in ``[lo, hi)`` (integers; None: unbounded).
-Which table answers depends on the filters and the grouping (:meth:`SpanReader.route`):
+A span is raw rows in ``[lo, hi)`` (datetimes), or hour/day/month buckets in ``[lo, hi)`` (integers; None:
+unbounded). Which table answers depends on the filters and the grouping (:meth:`SpanReader.route`):
 
 * no filter, or one filter, grouped by nothing, by that same dimension or by day: ``token_usage_rollups``. One
-  bucket (a calendar day or month) holds one row per key, so it needs no aggregation at all;
+  bucket (an hour, a calendar day or month) holds one row per key, so it needs no aggregation at all;
 * two or more dimensions among filters and grouping: the daily cube ``token_usage_daily`` (days only);
-* ``by="session"`` and partial days: the raw rows.
+* ``by="session"``, the partial hours of a range, and the partial days of the cube: the raw rows.
 
 ``by`` may also be a pair ``("day", dimension)``: one group per day and key, read like ``by=dimension`` over day
-buckets only (the rollups hold one row per day and key, so it needs no aggregation either).
+buckets (the rollups hold one row per day and key, so it needs no aggregation either) and the hours of one day.
 
 Results are ``(key, measures, (first_at, last_at))``: ``key`` as a report shows it (an int id, a name, a ``date``,
 a session id, a ``(date, key)`` pair; ``None`` for calls without one; :data:`ALL` for an ungrouped total), measures
@@ -27,6 +27,7 @@ from .units import (
     CUBE_DIMENSIONS,
     DIMENSIONS,
     GRAIN_DAY,
+    GRAIN_HOUR,
     GRAIN_MONTH,
     MEASURES,
     METADATA_PREFIX,
@@ -38,16 +39,16 @@ from .units import (
 
 ALL = object()  # the key of an ungrouped result
 RAW = "raw"
-SPAN_KINDS = (RAW, GRAIN_DAY, GRAIN_MONTH)
+SPAN_KINDS = (RAW, GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH)
 COLUMN = {"user": "user_id", "guild": "guild_id", "model": "model", "feature": "feature",
           "request_type": "request_type"}
 
 
 @dataclass(frozen=True)
 class Span:
-    """A piece of a range: raw rows in ``[lo, hi)`` (datetimes), or day/month buckets in ``[lo, hi)``."""
+    """A piece of a range: raw rows in ``[lo, hi)`` (datetimes), or hour/day/month buckets in ``[lo, hi)``."""
 
-    kind: str  # RAW, GRAIN_DAY or GRAIN_MONTH
+    kind: str  # RAW, GRAIN_HOUR, GRAIN_DAY or GRAIN_MONTH
     lo: Any = None  # None: unbounded; a datetime for RAW, else an int bucket
     hi: Any = None
     sign: int = 1  # -1: subtracted (a month bucket minus the days of it outside the range)
@@ -181,7 +182,8 @@ class SpanReader:
         for span in spans:
             source = self._source(span, route, by, filters, exclude_none=True)
             text_keys = text_keys or source.text_keys
-            metric = source.metric[rank] if source.unique else f"SUM({source.metric[rank]})"
+            # COALESCE: a key whose calls are all unpriced sums to NULL, which PostgreSQL sorts first in DESC.
+            metric = source.metric[rank] if source.unique else f"COALESCE(SUM({source.metric[rank]}), 0)"
             parts.append((source, metric))
         selects = []
         for span, (source, metric) in zip(spans, parts):
@@ -281,6 +283,8 @@ class SpanReader:
                 source.column = f"{day_sql(self.dialect)}, {source.column}"
             elif span.kind == RAW:
                 source.fixed_day = date_of_day(day_of(span.lo))  # raw spans lie within one day
+            elif span.kind == GRAIN_HOUR:
+                source.fixed_day = date_of_day(span.lo // 24)  # so do hour spans
             elif route.scope is not None:  # the rollups hold one row per (day, key): nothing to aggregate
                 source.column = f"bucket, {source.column}"
                 source.measures, source.unique = ", ".join(MEASURES), True
@@ -323,10 +327,13 @@ class SpanReader:
         if exclude_none:
             clauses.append("scope_key <> ''")
         column = "bucket" if by == "day" else "scope_key" if by is not None else None
+        fixed_key: object = ALL
+        if by == "day" and span.kind == GRAIN_HOUR:  # hour spans lie within one day: that day is their key
+            column, fixed_key = None, date_of_day(span.lo // 24)
         unique = span.single_bucket
         return _Source("token_usage_rollups", clauses, params, column,
                        ", ".join(MEASURES) if unique else self._sums, {"tokens": "total_tokens", "cost": "cost_pusd"},
-                       by, unique=unique, text_keys=True)
+                       by, unique=unique, text_keys=True, fixed_key=fixed_key)
 
     def _scalar(self, sql: str, params=()) -> int:
         value = self.db.execute_sql(sql, params).fetchone()[0]

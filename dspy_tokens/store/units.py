@@ -22,7 +22,11 @@ CUBE_DIMENSIONS = DIMENSIONS[:4]
 METADATA_PREFIX = "metadata:"
 #: Rollup scope names that differ from their dimension's (``scope`` columns hold at most 8 characters).
 ROLLUP_SCOPES = {"request_type": "request"}
-GRAIN_DAY, GRAIN_MONTH = "d", "m"  # the buckets of token_usage_rollups
+GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH = "h", "d", "m"  # the buckets of token_usage_rollups (epoch hours/days, months)
+#: The rollup dimensions also kept per hour (a range's partial days are read from them): few keys per hour. Per
+#: user and per guild an hour holds about as many keys as rows, which would add a sixth to the writer's upserts and
+#: half the rollup rows for no faster read: those partial days are read from the raw rows.
+HOUR_DIMENSIONS = ("global", "model", "feature", "request_type")
 NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
 
 #: What every report aggregate holds, in this order. ``unpriced_calls``: answered calls (no error) whose cost is

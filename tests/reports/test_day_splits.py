@@ -26,7 +26,9 @@ class TestDayAndDimension:
     @pytest.mark.parametrize("period, since, filters", [
         ("month", None, {}), (None, NOW - timedelta(days=20), {}), ("7d", None, {}),
         ("month", None, {"guild_id": 10}), (None, at(2025, 1, 15, 12), {"model": "openai/gpt-4o"}),
-    ], ids=["month", "since-midnight-less", "rolling", "guild-filter", "model-filter"])
+        ("30h", None, {}), (None, at(2025, 3, 9, 7, 41), {"model": "openai/gpt-4o"}),
+    ], ids=["month", "since-midnight-less", "rolling", "guild-filter", "model-filter", "rolling-hours",
+            "partial-hour-model-filter"])
     def test_each_day_and_key_holds_exactly_its_rows(self, randomized, dim, column, period, since, filters):
         """``breakdown(("day", dim))`` equals summing the rows per (UTC day, key), whatever the spans (rollups,
         cube, partial days), and its parts add up to ``breakdown("day")``."""

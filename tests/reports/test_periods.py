@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from dspy_tokens.reports import period_bounds, plan_spans
 from dspy_tokens.store.spans import Span
-from dspy_tokens.store.units import GRAIN_DAY, GRAIN_MONTH
+from dspy_tokens.store.units import GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH
 from tests.support.rows import NOW, at
 
 
@@ -70,3 +70,29 @@ def test_a_partial_day_is_read_as_its_rows_or_as_its_day_minus_the_rows_outside_
         Span(GRAIN_DAY, mar_12, mar_12 + 1), Span("raw", at(2025, 3, 12, 20), at(2025, 3, 13), -1)]
     assert plan_spans(at(2025, 3, 12, 1), None, now=NOW) == [
         Span("raw", at(2025, 3, 12), at(2025, 3, 12, 1), -1), Span(GRAIN_DAY, mar_12, None)]
+
+
+def test_with_hour_rollups_a_partial_day_is_hours_and_at_most_two_partial_hours_of_rows():
+    """Where hour rollups answer, a partial day is its whole hours (or its day minus the hours outside), and each
+    partial hour its raw rows or its hour bucket minus the rows outside: at most an hour of raw rows per range."""
+    mar_5, mar_11 = 20152, 20158
+    h5, h11 = mar_5 * 24, mar_11 * 24
+    # A rolling week at 10:30: March 5th minus its first ten hours and the half hour after them.
+    assert plan_spans(*period_bounds("7d", now=NOW), now=NOW, hours=True) == [
+        Span(GRAIN_HOUR, h5, h5 + 10, -1), Span("raw", at(2025, 3, 5, 10), at(2025, 3, 5, 10, 30), -1),
+        Span(GRAIN_MONTH, 2025 * 12 + 2, None), Span(GRAIN_DAY, 20148, mar_5, -1)]
+    # Inside one hour, less than half of it: its rows.
+    assert plan_spans(at(2025, 3, 11, 9, 17), at(2025, 3, 11, 9, 44), hours=True) == [
+        Span("raw", at(2025, 3, 11, 9, 17), at(2025, 3, 11, 9, 44))]
+    # Most of one hour: the hour minus its first and last five minutes of rows.
+    assert plan_spans(at(2025, 3, 11, 9, 5), at(2025, 3, 11, 9, 55), hours=True) == [
+        Span(GRAIN_HOUR, h11 + 9, h11 + 10), Span("raw", at(2025, 3, 11, 9), at(2025, 3, 11, 9, 5), -1),
+        Span("raw", at(2025, 3, 11, 9, 55), at(2025, 3, 11, 10), -1)]
+    # 02:40 to 22:10: the day minus hours 0-2 and 23, minus hour 2 and 22 but for their minutes inside the range.
+    assert plan_spans(at(2025, 3, 11, 2, 40), at(2025, 3, 11, 22, 10), hours=True) == [
+        Span(GRAIN_DAY, mar_11, mar_11 + 1), Span(GRAIN_HOUR, h11, h11 + 2, -1), Span(GRAIN_HOUR, h11 + 2, h11 + 3, -1),
+        Span("raw", at(2025, 3, 11, 2, 40), at(2025, 3, 11, 3)), Span(GRAIN_HOUR, h11 + 23, h11 + 24, -1),
+        Span(GRAIN_HOUR, h11 + 22, h11 + 23, -1), Span("raw", at(2025, 3, 11, 22), at(2025, 3, 11, 22, 10))]
+    # Whole hours only: hour buckets and no raw rows.
+    assert plan_spans(at(2025, 3, 10, 13), at(2025, 3, 11, 6), hours=True) == [
+        Span(GRAIN_HOUR, h11 - 11, h11), Span(GRAIN_HOUR, h11, h11 + 6)]

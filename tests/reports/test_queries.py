@@ -253,36 +253,57 @@ FILTERS = [{}, {"user": 2}, {"guild": 20}, {"model": GPT4O}, {"feature": "chat"}
            {"guild": 10, "feature": "search"}]
 
 
+#: Ranges whose edges fall inside hours, over rows a few minutes apart: hour buckets, partial hours read as their
+#: raw rows or as their hour bucket minus the rows outside, days minus the hours outside the range.
+HOUR_RANGES = [
+    ("5h", {}), ("30h", {}), ("today", {}),
+    (None, {"since": at(2025, 3, 11, 9, 17, 30), "until": at(2025, 3, 11, 9, 44)}),  # inside one hour
+    (None, {"since": at(2025, 3, 11, 9, 5), "until": at(2025, 3, 11, 9, 55)}),  # most of one hour
+    (None, {"since": at(2025, 3, 11, 2, 40), "until": at(2025, 3, 11, 22, 10)}),  # a day minus hours outside
+    (None, {"since": at(2025, 3, 10, 23, 50), "until": at(2025, 3, 11, 0, 20)}),  # across midnight
+    (None, {"since": at(2025, 3, 10, 13, 0), "until": at(2025, 3, 11, 6, 0)}),  # whole hours only
+    (None, {"since": at(2025, 3, 10, 7, 59, 59, 999999), "until": at(2025, 3, 12, 10, 0, 0, 1)}),
+]
+
+
+def assert_reports_equal_the_rows(database_url, rows, ranges) -> None:
+    """Whatever the period and filters, the fast path answers exactly what summing the rows gives: summaries,
+    active users, every breakdown, and top-N by tokens and by cost."""
+    store = Store(database_url)
+    for start in range(0, len(rows), 97):  # several batches, as the writer commits them
+        store.write_batch(as_rows(rows[start:start + 97]))
+    reports = Reports(store, clock=lambda: NOW)
+    kwargs = {"user": "user_id", "guild": "guild_id", "model": "model", "feature": "feature"}
+    for period, extra in ranges:
+        since, until = reports.bounds(period, **extra)
+        for filters in FILTERS:
+            named = {kwargs[d]: v for d, v in filters.items()}
+            where = (period, extra, filters)
+            summary = reports.summary(period, **extra, **named)
+            assert as_expected(summary) == expected(rows, since, until, filters).get(None, NOTHING), where
+            users = {r["user_id"] for r in rows if r["user_id"] is not None
+                     and (since is None or r["created_at"] >= since) and (until is None or r["created_at"] < until)
+                     and all(r[DIMENSION_COLUMNS[d]] == v for d, v in filters.items())}
+            assert summary.active_users == len(users), where
+            for by in ("user", "guild", "model", "feature", "day", "session"):
+                got = {g.key: as_expected(g) for g in reports.breakdown(by, period, **extra, **named)}
+                assert got == expected(rows, since, until, filters, by), (by, *where)
+            for scope in ("user", "guild"):
+                want = expected(rows, since, until, filters, scope)
+                for metric in ("tokens", "cost"):
+                    column = "total_tokens" if metric == "tokens" else "cost_usd"
+                    ranked = sorted((k for k in want if k is not None), key=lambda k: (-want[k][column], k))[:3]
+                    got = reports.top(3, metric, scope, period, **extra, **named)
+                    assert [g.key for g in got] == ranked, (scope, metric, *where)
+
+
 class TestAgainstTheRows:
     """The fast path (rollups + partial-day raw rows) answers exactly what summing the rows gives."""
 
     def test_reports_equal_a_direct_computation_over_the_rows(self, database_url):
-        """Whatever the period and filters, rollups + partial-day raw rows give exactly what summing the rows gives:
-        summaries, active users, every breakdown, and top-N by tokens and by cost."""
-        rows = random_rows(400)
-        store = Store(database_url)
-        for start in range(0, len(rows), 97):  # several batches, as the writer commits them
-            store.write_batch(as_rows(rows[start:start + 97]))
-        reports = Reports(store, clock=lambda: NOW)
-        kwargs = {"user": "user_id", "guild": "guild_id", "model": "model", "feature": "feature"}
-        for period, extra in RANGES:
-            since, until = reports.bounds(period, **extra)
-            for filters in FILTERS:
-                named = {kwargs[d]: v for d, v in filters.items()}
-                where = (period, extra, filters)
-                summary = reports.summary(period, **extra, **named)
-                assert as_expected(summary) == expected(rows, since, until, filters).get(None, NOTHING), where
-                users = {r["user_id"] for r in rows if r["user_id"] is not None
-                         and (since is None or r["created_at"] >= since) and (until is None or r["created_at"] < until)
-                         and all(r[DIMENSION_COLUMNS[d]] == v for d, v in filters.items())}
-                assert summary.active_users == len(users), where
-                for by in ("user", "guild", "model", "feature", "day", "session"):
-                    got = {g.key: as_expected(g) for g in reports.breakdown(by, period, **extra, **named)}
-                    assert got == expected(rows, since, until, filters, by), (by, *where)
-                for scope in ("user", "guild"):
-                    want = expected(rows, since, until, filters, scope)
-                    for metric in ("tokens", "cost"):
-                        column = "total_tokens" if metric == "tokens" else "cost_usd"
-                        ranked = sorted((k for k in want if k is not None), key=lambda k: (-want[k][column], k))[:3]
-                        got = reports.top(3, metric, scope, period, **extra, **named)
-                        assert [g.key for g in got] == ranked, (scope, metric, *where)
+        """Months, days and partial days over ~12 weeks of rows."""
+        assert_reports_equal_the_rows(database_url, random_rows(400), RANGES)
+
+    def test_partial_hours_and_hour_buckets_equal_the_rows(self, database_url):
+        """Hour buckets and partial hours over two and a half days of rows a few minutes apart."""
+        assert_reports_equal_the_rows(database_url, random_rows(700, seed=11, start=at(2025, 3, 10)), HOUR_RANGES)

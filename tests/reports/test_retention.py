@@ -90,7 +90,21 @@ def test_dry_run_counts_what_would_go_and_deletes_nothing(database_url):
     result = reports.cleanup(90, dry_run=True)
     assert (result.rows, result.dry_run, result.batches) == (3, True, 0)
     assert result.counter_rows == 3 + 3  # per old row: its global hourly counter, and the per-model one
+    assert result.hour_rollup_rows == 3 * 4  # per old row: its hour in each of the four hour rollup scopes
     assert len(ids(reports)) == 5
+
+
+def test_the_hour_rollups_of_deleted_hours_go_with_their_rows(database_url):
+    """Hour buckets are kept as long as their rows: a cleanup deletes those of the hours it emptied."""
+    rows = [usage_row(NOW - timedelta(days=d)) for d in (200, 120, 91, 89, 1)]
+    reports = Reports(insert(database_url, rows), clock=lambda: NOW)
+    hours = "SELECT COUNT(*) FROM token_usage_rollups WHERE grain = 'h'"
+    with reports.store.db.connection_context():
+        assert reports.store.db.execute_sql(hours).fetchone()[0] == 5 * 4
+    assert reports.cleanup(90).hour_rollup_rows == 3 * 4
+    with reports.store.db.connection_context():
+        assert reports.store.db.execute_sql(hours).fetchone()[0] == 2 * 4
+    assert reports.summary("7d").calls == 1
 
 
 def test_cleanup_deletes_in_batches_of_ids_with_progress(database_url):

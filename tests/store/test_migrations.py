@@ -80,3 +80,22 @@ def test_migration_7_adds_the_priced_dimensions_to_a_table_without_them(database
         assert set(columns) <= present
         stored = fresh.db.execute_sql("SELECT COUNT(*), COUNT(price_version) FROM token_usage").fetchone()
     assert tuple(stored) == (5, 0)
+
+
+def test_migration_10_fills_the_hour_rollups_the_writer_would_have_kept(database_url):
+    """A database written before hour rollups existed gets them from its rows, exactly as the writer keeps them
+    batch by batch (every scope, key and measure), and rolling reports read them."""
+    live = insert(database_url, random_rows(300, seed=10))
+    hours = "SELECT scope, scope_key, bucket, calls, total_tokens, cost_pusd, unpriced_calls, cache_hits, errors " \
+            "FROM token_usage_rollups WHERE grain = 'h' ORDER BY scope, scope_key, bucket"
+    db = live.db
+    with db.connection_context():
+        kept = [tuple(r) for r in db.execute_sql(hours).fetchall()]
+        db.execute_sql("DELETE FROM token_usage_rollups WHERE grain = 'h'")
+        db.execute_sql("DELETE FROM dspy_tokens_migrations WHERE version = 10")
+    assert len(kept) > 300
+    fresh = Store(database_url)
+    assert [m.version for m in fresh.migrate()] == [10]
+    with fresh.db.connection_context():
+        assert [tuple(r) for r in fresh.db.execute_sql(hours).fetchall()] == kept
+    assert Reports(fresh, clock=lambda: NOW).summary("7d") == Reports(live, clock=lambda: NOW).summary("7d")
