@@ -149,7 +149,8 @@ def plan_spans(since: datetime | None, until: datetime | None, months: bool = Tr
         start, stop = midnight_of_day(day), midnight_of_day(day + 1)
         if not hours:
             parts = partial(lo, hi, start, stop, 1, Span(GRAIN_DAY, day, day + 1))
-            return parts[0].kind == GRAIN_DAY, parts[parts[0].kind == GRAIN_DAY:]
+            taken = parts[0].kind == GRAIN_DAY  # the caller reads the day bucket with the whole days
+            return taken, parts[1:] if taken else parts
         inside = by_hours(lo, hi, 1)
         if subtract:
             outside = [span for a, b in ((start, lo), (hi, stop)) if a < b for span in by_hours(a, b, -1)]

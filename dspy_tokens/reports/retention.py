@@ -50,14 +50,14 @@ def cleanup(store: Store, older_than_days: int, *, now: datetime | None = None, 
     cutoff = (now - timedelta(days=older_than_days)).replace(minute=0, second=0, microsecond=0)
     counters_cutoff = (now - timedelta(days=max(older_than_days, keep_counters_days))).replace(
         minute=0, second=0, microsecond=0)
-    counter_hour = hour_of(counters_cutoff)
+    counter_hour, rows_hour = hour_of(counters_cutoff), hour_of(cutoff)
     pruner = store.pruning
     if dry_run:
         return CleanupResult(cutoff, pruner.count_rows_before(cutoff), counters_cutoff,
                              pruner.count_counters_before(counter_hour), 0, True,
-                             pruner.count_hour_rollups_before(hour_of(cutoff)))
+                             pruner.count_hour_rollups_before(rows_hour))
     rows, batches = pruner.delete_rows_before(cutoff, batch_size, progress)
-    hours = pruner.delete_hour_rollups_before(hour_of(cutoff))
+    hours = pruner.delete_hour_rollups_before(rows_hour)
     counters = pruner.delete_counters_before(counter_hour, batch_size)
     return CleanupResult(cutoff, rows, counters_cutoff, counters, batches, False, hours)
 

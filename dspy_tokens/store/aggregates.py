@@ -16,6 +16,8 @@ from .units import (
     GRAIN_DAY,
     GRAIN_HOUR,
     GRAIN_MONTH,
+    HOUR_DIMENSIONS,
+    HOUR_SCOPES,
     MEASURES,
     NO_ID,
     ROLLUP_SCOPES,
@@ -88,9 +90,9 @@ def deltas(rows: Iterable, rollups: bool = True) -> Deltas:
             _add(out.counters, (scope, scope_id, hour), counted)
             _add(out.model_counters, (scope, scope_id, model, hour), counted)
         if rollups:  # the request type is not in the cube: its rollups come from the cells
-            for scope, key in ((SCOPE_GLOBAL, ""), ("model", model), ("feature", feature),
-                               (ROLLUP_SCOPES["request_type"], request_type)):  # HOUR_DIMENSIONS
-                _add(out.rollups, (GRAIN_HOUR, scope, hour, key), values)
+            keys = {"global": "", "model": model, "feature": feature, "request_type": request_type}
+            for dim, scope in zip(HOUR_DIMENSIONS, HOUR_SCOPES):
+                _add(out.rollups, (GRAIN_HOUR, scope, hour, keys[dim]), values)
             day = hour // 24
             _add(out.rollups, (GRAIN_DAY, ROLLUP_SCOPES["request_type"], day, request_type), values)
             _add(out.rollups, (GRAIN_MONTH, ROLLUP_SCOPES["request_type"], month_of(date_of_day(day)), request_type),

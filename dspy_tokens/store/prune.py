@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import Callable, Iterable
 
 from ._db import write_transaction
-from .units import COUNTER_SCOPES, GRAIN_HOUR, HOUR_DIMENSIONS, ROLLUP_SCOPES
+from .units import COUNTER_SCOPES, GRAIN_HOUR, HOUR_SCOPES
 
 COUNTER_TABLES = ("token_usage_counters", "token_usage_model_counters")
-#: The rollup scopes kept per hour.
-HOUR_SCOPES = tuple(ROLLUP_SCOPES.get(d, d) for d in HOUR_DIMENSIONS)
 
 
 class Pruner:
@@ -58,20 +56,11 @@ class Pruner:
 
     def delete_hour_rollups_before(self, hour: int) -> int:
         """Delete the hour rollups before ``hour`` (their raw rows are gone: the hours of a partial day that old
-        are not known either way), a day of buckets of one scope per short transaction."""
+        are not known either way): a primary-key range per scope, a few rows per hour each."""
         p = self._p
-        oldest = self.db.execute_sql(f"SELECT MIN(bucket) FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}' "
-                                     "AND scope = 'global'").fetchone()[0]
-        if oldest is None or int(oldest) >= hour:
-            return 0  # every call is in the global scope: nothing older anywhere
-        delete = (f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}' AND scope = {p} AND bucket >= {p} "
-                  f"AND bucket < {p}")
-        deleted = 0
-        for scope in HOUR_SCOPES:
-            for lo in range(int(oldest), hour, 24):
-                with write_transaction(self.db):
-                    deleted += max(self.db.execute_sql(delete, (scope, lo, min(lo + 24, hour))).rowcount, 0)
-        return deleted
+        delete = f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}' AND scope = {p} AND bucket < {p}"
+        with write_transaction(self.db):
+            return sum(max(self.db.execute_sql(delete, (scope, hour)).rowcount, 0) for scope in HOUR_SCOPES)
 
     def delete_counters_before(self, hour: int, batch_size: int) -> int:
         return sum(self._prune_counters(t, hour, batch_size) for t in self._counter_tables())

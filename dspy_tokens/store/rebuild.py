@@ -23,6 +23,8 @@ from .units import (
     GRAIN_DAY,
     GRAIN_HOUR,
     GRAIN_MONTH,
+    HOUR_DIMENSIONS,
+    HOUR_SCOPES,
     MEASURES,
     NO_ID,
     ROLLUP_SCOPES,
@@ -210,9 +212,9 @@ def rebuild_hour_rollups(db, kind: str, from_day: int | None = None) -> None:
     db.execute_sql(f"DELETE FROM token_usage_rollups WHERE grain = '{GRAIN_HOUR}'{buckets}")
     if kind == "postgresql" and db.in_transaction():  # group in memory, not in batches spilled to disk
         db.execute_sql("SET LOCAL work_mem = '256MB'")
-    keys = {"global": "''", "model": "model", "feature": "COALESCE(feature, '')"}  # HOUR_DIMENSIONS
-    if "request_type" in present:  # migration 3 runs before migration 8 added it
-        keys[ROLLUP_SCOPES["request_type"]] = "request_type"
+    of_rows = {"global": "''", "model": "model", "feature": "COALESCE(feature, '')", "request_type": "request_type"}
+    keys = {scope: of_rows[dim] for dim, scope in zip(HOUR_DIMENSIONS, HOUR_SCOPES)
+            if dim != "request_type" or "request_type" in present}  # migration 3 runs before 8 added it
     measures = raw_measures_sql(kind, "usage_estimated" in present, named=True)
     columns = ", ".join(MEASURES)
     for scope, key in keys.items():

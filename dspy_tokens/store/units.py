@@ -27,6 +27,7 @@ GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH = "h", "d", "m"  # the buckets of token_usage
 #: user and per guild an hour holds about as many keys as rows, which would add a sixth to the writer's upserts and
 #: half the rollup rows for no faster read: those partial days are read from the raw rows.
 HOUR_DIMENSIONS = ("global", "model", "feature", "request_type")
+HOUR_SCOPES = tuple(ROLLUP_SCOPES.get(d, d) for d in HOUR_DIMENSIONS)  # their rollup scope names
 NO_ID = -1  # user_id/guild_id of calls without one, in the daily cube (real ids are >= 0)
 
 #: What every report aggregate holds, in this order. ``unpriced_calls``: answered calls (no error) whose cost is
